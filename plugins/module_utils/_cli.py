@@ -87,6 +87,15 @@ def _format_text(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), None)
@@ -96,20 +105,19 @@ def main(argv: list[str] | None = None) -> int:
         result = _command_module(args.command).run(args)
     except OnekvmError as exc:
         if args.json:
-            print(json.dumps(dict(failed=True, msg=exc.msg, exit_code=exc.exit_code, **exc.details), default=str))
+            _out(json.dumps(dict(failed=True, msg=exc.msg, exit_code=exc.exit_code, **exc.details), default=str))
         else:
-            print("onekvm %s: error: %s" % (args.command, exc.msg), file=sys.stderr)
+            _err("onekvm %s: error: %s" % (args.command, exc.msg))
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug: keep kvmd's log readable, show the traceback on request
         if args.debug:
             raise
-        print("onekvm %s: internal error: %s: %s (rerun with --debug)" % (args.command, type(exc).__name__, exc),
-              file=sys.stderr)
+        _err("onekvm %s: internal error: %s: %s (rerun with --debug)" % (args.command, type(exc).__name__, exc))
         return 70
     if args.json:
-        print(json.dumps(result, sort_keys=True, default=str))
+        _out(json.dumps(result, sort_keys=True, default=str))
     else:
-        print(_format_text(result))
+        _out(_format_text(result))
     return 0 if not result.get("failed") else 1

@@ -36,4 +36,4 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subproc
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = package_root()
     full_env.update(env or {})
-    return subprocess.run(cli_argv(*args), env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cli_argv(*args), env=full_env, capture_output=True, text=True, timeout=timeout, check=False)

@@ -42,6 +42,6 @@ def test_second_holder_gets_busy_with_holder_pid(tmp_path):
 
 def test_lock_is_reentrant_after_release(tmp_path):
     path = str(tmp_path / "hw.lock")
-    for _ in range(3):
+    for dummy in range(3):
         with hardware_lock(path=path, timeout=0):
             pass
