@@ -250,9 +250,8 @@ class Box:
         """Copy a local directory's contents to the box (tar over ssh, symlinks followed)."""
         tar = subprocess.Popen(["tar", "-C", local_dir, "-chf", "-", "--exclude=__pycache__", "."],
                                stdout=subprocess.PIPE)
-        argv = ["ssh"] + self.ssh_options() + ["root@127.0.0.1",
-                                               "mkdir -p %s && tar -C %s -xf -" % (shlex.quote(remote_dir),
-                                                                                 shlex.quote(remote_dir))]
+        remote = shlex.quote(remote_dir)
+        argv = ["ssh"] + self.ssh_options() + ["root@127.0.0.1", "mkdir -p %s && tar -C %s -xf -" % (remote, remote)]
         subprocess.run(argv, stdin=tar.stdout, check=True, capture_output=True)
         tar.wait()
 

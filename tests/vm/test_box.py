@@ -66,6 +66,7 @@ def test_usb_topology_matches_the_documented_layout(box):
 def test_hub_power_switching_modes_differ(box):
     # only hub1 exposes per-port power control; hub2 is the refusal path
     assert box.run("test -e /sys/bus/usb/devices/1-1:1.0/1-1-port2/disable", check=False).returncode == 0
+
     def characteristics(port):
         return box.run("lsusb -v -s $(cat /sys/bus/usb/devices/%s/busnum):$(cat /sys/bus/usb/devices/%s/devnum) "
                        "2>/dev/null | grep -A1 wHubCharacteristic" % (port, port)).stdout
@@ -76,7 +77,10 @@ def test_hub_power_switching_modes_differ(box):
 def test_kvmd_standin_runs_ustreamer_as_kvmd_and_capture_is_online(box):
     assert box.run("systemctl is-active kvmd").stdout.strip() == "active"
     # the streamer runs as kvmd, titled like kvmd's ("kvmd/streamer: /usr/bin/ustreamer ...")
-    streamer = wait_for(lambda: box.run("pgrep -f '^kvmd/streamer: /usr/bin/ustreamer'", check=False).stdout.split(), 30)
+    def streamer_pids():
+        return box.run("pgrep -f '^kvmd/streamer: /usr/bin/ustreamer'", check=False).stdout.split()
+
+    streamer = wait_for(streamer_pids, 30)
     assert streamer
     assert box.run("ps -o user= -p %s" % streamer[0]).stdout.strip() == "kvmd"
     source = wait_for(lambda: ustreamer_source(box).get("online") and ustreamer_source(box), 60)

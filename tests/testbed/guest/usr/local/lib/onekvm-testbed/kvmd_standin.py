@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """kvmd stand-in for the onekvm.fleet test bed.
 
 Records each start, then does what kvmd's streamer controller does for this project's
