@@ -76,6 +76,7 @@ def test_hub_power_switching_modes_differ(box):
 
 def test_kvmd_standin_runs_ustreamer_as_kvmd_and_capture_is_online(box):
     assert box.run("systemctl is-active kvmd").stdout.strip() == "active"
+
     # the streamer runs as kvmd, titled like kvmd's ("kvmd/streamer: /usr/bin/ustreamer ...")
     def streamer_pids():
         return box.run("pgrep -f '^kvmd/streamer: /usr/bin/ustreamer'", check=False).stdout.split()
