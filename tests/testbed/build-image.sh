@@ -9,7 +9,12 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${ONEKVM_CACHE:-$HOME/.cache/onekvm-fleet}
 MIRROR=${ONEKVM_DEBIAN_MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
-PACKAGES=linux-image-amd64,systemd-sysv,openssh-server,python3,python3-usb,python3-serial,usbutils,udev,kmod,iproute2,ifupdown,procps,sudo,ustreamer,v4l-utils,uhubctl,less
+PACKAGES=linux-image-amd64,systemd-sysv,openssh-server,python3,python3-usb,python3-serial,usbutils,udev,kmod,iproute2,ifupdown,procps,sudo,ustreamer,v4l-utils,uhubctl,usbip,less
+
+# one build at a time on this machine (concurrent test runs share the cache)
+mkdir -p "$CACHE"
+exec 9>"$CACHE/build-image.lock"
+flock 9
 
 RECIPE=$( (cat "$0"; find "$HERE/guest" -type f | sort | xargs cat) | sha256sum | cut -c1-12)
 OUT="$CACHE/box-image-$RECIPE"
