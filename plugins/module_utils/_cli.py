@@ -31,6 +31,7 @@ COMMANDS = {
     "ch9329-info": ("_cli_ch9329", "read the CH9329's version, USB state, LEDs and config"),
     "relay": ("_cli_relay", "switch or pulse a channel of a serial (LCUS) USB relay"),
     "status": ("_cli_watchdog", "print the capture watchdog's state"),
+    "watchdog": ("_cli_watchdog", "run the capture watchdog service loop (onekvm-watchdog.service)"),
 }
 
 EXIT_CODES = """exit codes:

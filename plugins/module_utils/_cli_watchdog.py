@@ -1,0 +1,74 @@
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""``onekvm status`` and ``onekvm watchdog``: the capture watchdog on the box command.
+
+PRIVATE to the onekvm.fleet collection. Box-side core: standard library only.
+
+``watchdog`` is what onekvm-watchdog.service runs. An invalid config ends it with exit
+code 2 (listed in the unit's RestartPreventExitStatus=), so systemd reports the one clear
+error line instead of restarting it in a loop.
+"""
+
+from __future__ import annotations
+
+import signal
+
+from . import _watchdog
+
+
+def configure(command: str, parser) -> None:
+    if command == "status":
+        parser.add_argument("--state-file", default=_watchdog.DEFAULT_STATE_FILE,
+                            help="the state file the watchdog writes (default: %(default)s)")
+        return
+    parser.add_argument("--config", default=_watchdog.DEFAULT_CONFIG_PATH,
+                        help="the JSON config rendered by the role (default: %(default)s)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the config, print it with defaults filled in, and exit")
+    parser.add_argument("--once", action="store_true",
+                        help="run one check (and at most one ladder step), write the reports, and exit")
+
+
+def run(args) -> dict:
+    if args.command == "status":
+        return _status(args.state_file)
+    config = _watchdog.load_config(args.config)
+    if args.check_config:
+        return {"message": "watchdog config %s is valid" % args.config, "config": config._asdict()}
+    service = _watchdog.Service(config)
+    if args.once:
+        service.start()
+        events = service.check_once()
+        return {"message": service.status_line(), "events": events, "state": service.state()}
+    stop = _StopFlag()
+    service.run(should_stop=stop)
+    return {"message": "watchdog stopped (signal %s)" % stop.signum}
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT so the loop ends after the current check, cleanly."""
+
+    def __init__(self) -> None:
+        self.signum = None
+        signal.signal(signal.SIGTERM, self._set)
+        signal.signal(signal.SIGINT, self._set)
+
+    def _set(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+
+def _status(path: str) -> dict:
+    state = _watchdog.read_state(path)
+    failure = state.get("last_failure") or {}
+    action = state.get("last_action") or {}
+    summary = "watchdog: %s" % state.get("status", "?")
+    if state.get("status") != "ok" and failure.get("reasons"):
+        summary += " (%s)" % "; ".join(failure["reasons"])
+    if action:
+        summary += "; last action %s: %s" % (action.get("step"), action.get("result"))
+    state["message"] = summary
+    return state

@@ -1,0 +1,118 @@
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Reading ustreamer's ``GET /state`` over kvmd's unix socket (standard library only).
+
+PRIVATE to the onekvm.fleet collection. Box-side core: standard library only.
+
+kvmd runs ustreamer with ``--unix=/run/kvmd/ustreamer.sock``. ``/state`` answers
+``{"ok": true, "result": {"source": {"online": ..., "captured_fps": ...}, "stream": {...}}}``.
+kvmd stops ustreamer when nobody watches (PiKVM's ``streamer.forever: false``), so a
+missing socket or a refused connection means "not running" (``StreamerNotRunning``), which
+the watchdog must not count as a capture failure.
+"""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import json
+import socket
+
+from ._errors import DeviceError, InvalidArgument, NotFound, PermissionDenied, Timeout
+
+DEFAULT_SOCKET = "/run/kvmd/ustreamer.sock"
+DEFAULT_TIMEOUT = 2.0
+MAX_BODY = 1024 * 1024  # /state is a few hundred bytes; refuse to read a runaway answer
+
+
+class StreamerNotRunning(NotFound):
+    """Nothing listens on the socket: ustreamer is stopped (kvmd does that when idle)."""
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over an AF_UNIX stream socket (the host name only fills the Host header)."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def get_state(socket_path: str = DEFAULT_SOCKET, timeout: float = DEFAULT_TIMEOUT) -> dict:
+    """Return the ``result`` object of ``GET /state``; every failure is an OnekvmError."""
+    if not socket_path or not socket_path.startswith("/"):
+        raise InvalidArgument("the ustreamer socket must be an absolute path, got %r" % (socket_path,))
+    if not timeout or timeout <= 0:
+        raise InvalidArgument("the ustreamer timeout must be a positive number of seconds, got %r" % (timeout,))
+    conn = _UnixHTTPConnection(socket_path, timeout)
+    try:
+        conn.request("GET", "/state", headers={"Accept": "application/json"})
+        response = conn.getresponse()
+        body = response.read(MAX_BODY + 1)
+        status = response.status
+    except socket.timeout:
+        raise Timeout("ustreamer did not answer GET /state on %s within %.1f s" % (socket_path, timeout),
+                      socket=socket_path) from None
+    except OSError as exc:
+        raise _connection_error(socket_path, exc) from None
+    except http.client.HTTPException as exc:
+        raise DeviceError("ustreamer on %s sent a malformed HTTP answer: %s" % (socket_path, exc or type(exc).__name__),
+                          socket=socket_path) from None
+    finally:
+        conn.close()
+    return _parse_body(socket_path, status, body)
+
+
+def _connection_error(socket_path: str, exc: OSError):
+    if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
+        return StreamerNotRunning("ustreamer is not running (nothing listens on %s)" % socket_path, socket=socket_path)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return PermissionDenied("cannot connect to %s: permission denied; run as root or in kvmd's group" % socket_path,
+                                socket=socket_path)
+    return DeviceError("cannot talk to ustreamer on %s: %s" % (socket_path, exc.strerror or exc), socket=socket_path)
+
+
+def _parse_body(socket_path: str, status: int, body: bytes) -> dict:
+    if status != 200:
+        raise DeviceError("ustreamer on %s answered GET /state with HTTP %d" % (socket_path, status),
+                          socket=socket_path, http_status=status)
+    if len(body) > MAX_BODY:
+        raise DeviceError("ustreamer on %s sent more than %d bytes for /state" % (socket_path, MAX_BODY), socket=socket_path)
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except ValueError:
+        raise DeviceError("ustreamer on %s sent /state that is not JSON: %r" % (socket_path, body[:80]),
+                          socket=socket_path) from None
+    result = payload.get("result") if isinstance(payload, dict) else None
+    if not isinstance(result, dict) or not isinstance(result.get("source"), dict):
+        raise DeviceError("ustreamer on %s sent /state without result.source: %r" % (socket_path, body[:80]),
+                          socket=socket_path)
+    return result
+
+
+def source_health(result: dict, min_fps: float = 1.0) -> tuple:
+    """``(healthy, reason)`` from a /state result: online AND capturing at least ``min_fps``.
+
+    ustreamer 4.9 run with ``--persistent`` keeps reporting a stale ``online: true`` when
+    frames silently stop, so ``online`` alone is not trusted: the captured rate must agree.
+    """
+    source = result.get("source") or {}
+    online = source.get("online")
+    fps = source.get("captured_fps")
+    if online is not True:
+        return False, "ustreamer reports the source offline (no signal or no capture device)"
+    if not isinstance(fps, (int, float)) or isinstance(fps, bool):
+        return False, "ustreamer reports the source online but no captured_fps"
+    if fps < min_fps:
+        return False, "ustreamer reports the source online but captures %s fps (< %s)" % (fps, min_fps)
+    return True, "source online, %s fps captured" % fps
