@@ -3,11 +3,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The simulated OneKVM box: boot, reach and stop the QEMU test VM.
 
-    python3 tests/testbed/vm.py start|stop|status|ssh [CMD...]|inventory
+    python3 tests/testbed/vm.py start|stop [--force]|status|ssh [CMD...]|inventory
 
 One VM at a time on a machine: the QEMU process inherits a lock on the cache directory's
 ``vm.lock`` and holds it for its whole life, so a second start waits for the first box to
-go away. Each boot runs on a fresh copy-on-write overlay of the cached image: tests may
+go away. A box started by a test run that died is stopped by the next start; one started
+by hand (``start``) stays until ``stop``. Each boot runs on a fresh copy-on-write overlay of the cached image: tests may
 change the box freely. ``start`` prints how long each boot phase took.
 
 USB topology (xHCI; port paths as sysfs names them):
@@ -113,6 +114,11 @@ class Box:
         box = cls(state)
         return box if box.alive() else None
 
+    def orphaned(self) -> bool:
+        """Started by a test run that has died (so nobody will stop it)."""
+        owner = self.state.get("owner")
+        return bool(owner) and not os.path.exists("/proc/%d" % owner)
+
     def alive(self) -> bool:
         pid = self.state.get("pid")
         if not pid:
@@ -124,10 +130,11 @@ class Box:
             return False
 
     # ---- lifecycle -------------------------------------------------------
-    def start(self, boot_timeout: float = 180.0) -> Box:
+    def start(self, boot_timeout: float = 180.0, owner: int | None = None) -> Box:
+        """Boot a box. ``owner``: the pid of the run that will stop it (None: stopped by hand)."""
         stale = Box.load()
-        if stale:
-            log("stopping a box left running by an earlier run (pid %d)" % stale.state["pid"])
+        if stale and stale.orphaned():
+            log("stopping a box left running by a dead test run (pid %d)" % stale.state["pid"])
             stale.stop()
         t0 = time.monotonic()
         image = build_image()
@@ -146,7 +153,7 @@ class Box:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
                         os.path.join(image, "rootfs.img"), overlay], check=True)
         port = free_port()
-        self.state = {"image": image, "ssh_port": port, "run_dir": RUN_DIR}
+        self.state = {"image": image, "ssh_port": port, "run_dir": RUN_DIR, "owner": owner}
         cmd = [
             "qemu-system-x86_64", "-name", "onekvm-sim", "-machine", "q35", "-accel", "tcg,thread=multi",
             "-cpu", "max", "-smp", "2", "-m", "1024", "-nodefaults", "-no-user-config",
@@ -351,6 +358,9 @@ def main(argv: list) -> int:
         sys.stdout.write("box running: ssh port %d, inventory %s\n" % (box.ssh_port, box.inventory))
     elif cmd == "stop":
         box = Box.load()
+        if box and box.state.get("owner") and not box.orphaned() and "--force" not in argv:
+            sys.stderr.write("the box belongs to a running test run (pid %d); use --force\n" % box.state["owner"])
+            return 1
         if box:
             box.stop()
         sys.stdout.write("box stopped\n")

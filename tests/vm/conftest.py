@@ -19,7 +19,7 @@ from ansible_collections.onekvm.fleet.tests.testbed.vm import Box
 @pytest.fixture(scope="session")
 def box():
     keep = os.environ.get("ONEKVM_KEEP_BOX") == "1"
-    vm = (Box.load() if keep else None) or Box().start()
+    vm = (Box.load() if keep else None) or Box().start(owner=os.getpid())
     try:
         vm.install_cli()
         yield vm
