@@ -18,14 +18,14 @@ export ANSIBLE_COLLECTIONS_PATH="$WORK"
 export PYTHONPATH="${COPY%/ansible_collections/onekvm/fleet}${PYTHONPATH:+:$PYTHONPATH}"
 passed=0; failed=0; report=()
 
-# Add a stage's counts: pytest's summary line if it printed one, else 1 check.
+# Add a stage's counts: the sum of pytest's summary lines (ansible-test units prints one per
+# group) if it printed any, else the stage counts as 1 check.
 count() {
-  local stage=$1 rc=$2 log=$3 line p f e
-  line=$(grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$log" | tail -1)
-  if [[ -n $line ]]; then
-    p=$(grep -oE '[0-9]+ passed' <<<"$line" | cut -d' ' -f1); f=$(grep -oE '[0-9]+ failed' <<<"$line" | cut -d' ' -f1)
-    e=$(grep -oE '[0-9]+ errors?' <<<"$line" | cut -d' ' -f1)
-    p=${p:-0}; f=$(( ${f:-0} + ${e:-0} ))
+  local stage=$1 rc=$2 log=$3 lines p f
+  lines=$(grep -E '^(=+ )?([0-9]+ (passed|failed|errors?|skipped|deselected|xfailed|xpassed|warnings?)(, )?)+ in [0-9.]+s' "$log")
+  if [[ -n $lines ]]; then
+    p=$(grep -oE '[0-9]+ passed' <<<"$lines" | awk '{s += $1} END {print s + 0}')
+    f=$(grep -oE '[0-9]+ (failed|errors?)' <<<"$lines" | awk '{s += $1} END {print s + 0}')
     ((rc != 0 && f == 0)) && f=1
   elif ((rc == 0)); then p=1; f=0; else p=0; f=1; fi
   passed=$((passed + p)); failed=$((failed + f))
