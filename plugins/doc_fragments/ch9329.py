@@ -1,0 +1,42 @@
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # How the CH9329 modules reach the chip (port, kvmd pause, lock)
+    DOCUMENTATION = r"""
+options:
+  port:
+    description:
+      - Serial port of the USB-serial adapter the CH9329 hangs on.
+      - Default is kvmd's C(kvmd.hid.device) when kvmd's config (C(main.yaml), C(override.d/*), C(override.yaml)) sets
+        C(kvmd.hid.type=ch9329), else C(/dev/kvmd-hid) if it exists, else C(/dev/ttyUSB0).
+    type: path
+  timeout:
+    description:
+      - Seconds to wait for each reply of the chip (between V(0.05) and V(60)).
+    type: float
+    default: 1.0
+  pause_kvmd:
+    description:
+      - kvmd keeps the port open and polls the chip about every 0.1 s, which would steal the replies.
+      - When V(true) and C(kvmd.service) or C(kvmd-hid.service) is active and holds O(port), that unit is stopped for the
+        exchange and always started again afterwards, also on failure.
+      - When V(false), kvmd is left alone and a warning is returned if it holds the port.
+    type: bool
+    default: true
+  lock_timeout:
+    description:
+      - Seconds to wait for the box-wide hardware lock that keeps resets and relay presses apart.
+    type: float
+    default: 30.0
+requirements:
+  - pyserial on the box (Debian/Armbian C(python3-serial), Arch/PiKVM C(python-pyserial)).
+  - systemd on the box when O(pause_kvmd=true) and kvmd holds the port.
+notes:
+  - The CH9329 itself enumerates on the target machine, not on the KVM box; resetting the USB-serial adapter with
+    M(onekvm.fleet.usb_reset) does not reset the chip.
+"""

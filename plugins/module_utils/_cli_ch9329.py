@@ -1,0 +1,41 @@
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""``onekvm ch9329-reset`` and ``onekvm ch9329-info``: the box command's CH9329 part.
+
+PRIVATE to the onekvm.fleet collection. Box-side core: standard library (+ pyserial at run).
+Same code as the modules: everything happens in ``_ch9329``.
+"""
+
+from __future__ import annotations
+
+from . import _ch9329
+
+
+def configure(command: str, parser) -> None:
+    parser.add_argument("--port", help="serial port of the chip (default: kvmd's hid.device, else /dev/kvmd-hid, "
+                                       "else /dev/ttyUSB0)")
+    parser.add_argument("--baudrate", help="9600, 19200, 38400, 57600, 115200 or auto (default: kvmd's hid.speed "
+                                           "for this port, else 9600)")
+    parser.add_argument("--address", type=int, default=0, help="chip address 0-255 (default 0)")
+    parser.add_argument("--timeout", type=float, default=_ch9329.DEFAULT_TIMEOUT, help="seconds to wait for a reply")
+    parser.add_argument("--no-pause-kvmd", action="store_true",
+                        help="do not stop kvmd while talking to the chip even if it holds the port")
+    parser.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for the hardware lock")
+    if command == "ch9329-reset":
+        parser.add_argument("--retries", type=int, default=1, help="extra RESET attempts when the reply is bad")
+        parser.add_argument("--no-wait", action="store_true", help="do not wait for the chip to answer again")
+        parser.add_argument("--ready-timeout", type=float, default=_ch9329.DEFAULT_READY_TIMEOUT,
+                            help="seconds to wait for the chip after RESET")
+        parser.add_argument("--check", action="store_true", help="only open the port and probe the chip")
+    else:
+        parser.add_argument("--no-strings", action="store_true", help="skip reading the USB string descriptors")
+
+
+def run(args) -> dict:
+    options = _ch9329.LinkOptions(port=args.port, baudrate=args.baudrate, address=args.address, timeout=args.timeout,
+                                  pause_kvmd=not args.no_pause_kvmd, lock_timeout=args.lock_timeout)
+    if args.command == "ch9329-reset":
+        return _ch9329.reset(options, retries=args.retries, wait_ready=not args.no_wait,
+                             ready_timeout=args.ready_timeout, check_mode=args.check)
+    return _ch9329.info(options, strings=not args.no_strings)

@@ -1,0 +1,176 @@
+#!/usr/bin/python
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: ch9329_reset
+short_description: Reset the CH9329 keyboard/mouse chip and wait until it answers again
+version_added: 1.0.0
+description:
+  - Sends the CH9329's RESET command (C(57 AB 00 0F 00 11) for address 0), checks the chip's reply and, with
+    O(wait_ready=true), polls GET_INFO until the rebooted chip answers, reporting how long that took.
+  - Use it after resetting the USB-serial adapter with M(onekvm.fleet.usb_reset), since the adapter's reset does not
+    reset the chip behind it.
+  - Holds the box-wide hardware lock and pauses kvmd when it holds the port (see O(pause_kvmd)).
+author:
+  - onekvm.fleet maintainers (@onekvm)
+extends_documentation_fragment:
+  - onekvm.fleet.ch9329
+options:
+  baudrate:
+    description:
+      - Baud rate of the chip's serial link.
+      - V(auto) probes 9600, 115200, 57600, 38400 and 19200 with GET_INFO and uses the first that answers.
+      - Default is kvmd's C(kvmd.hid.speed) when kvmd drives a CH9329 on O(port), else the factory V(9600).
+    type: str
+    choices: ['auto', '9600', '19200', '38400', '57600', '115200']
+  address:
+    description:
+      - Address of the chip (V(0) from the factory); V(255) reaches a chip at any address.
+    type: int
+    default: 0
+  retries:
+    description:
+      - Extra RESET attempts when the chip does not answer or answers wrongly (V(0) to V(10)).
+    type: int
+    default: 1
+  wait_ready:
+    description:
+      - Poll the chip with GET_INFO after the reset until it answers, and fail if it does not within O(ready_timeout).
+    type: bool
+    default: true
+  ready_timeout:
+    description:
+      - Seconds to wait for the chip to answer after RESET (it needs up to a few seconds to reboot).
+    type: float
+    default: 5.0
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Opens the port and probes the chip with GET_INFO (pausing kvmd like a real run); RESET is not sent.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+    details: Linux only (termios serial ports, /proc, systemd).
+"""
+
+EXAMPLES = r"""
+- name: Reset the CH9329 after resetting its USB-serial adapter (the seed note's order)
+  onekvm.fleet.ch9329_reset:
+  become: true
+
+- name: Reset a chip whose baud rate is unknown, on an explicit port
+  onekvm.fleet.ch9329_reset:
+    port: /dev/ttyUSB1
+    baudrate: auto
+  become: true
+  register: hid_reset
+
+- name: Show how long the chip needed to come back
+  ansible.builtin.debug:
+    msg: "CH9329 {{ hid_reset.info.version }} answered after {{ hid_reset.ready_after }} s"
+"""
+
+RETURN = r"""
+port:
+  description: The serial port used.
+  returned: always
+  type: str
+  sample: /dev/kvmd-hid
+baudrate:
+  description: The baud rate the chip answered at.
+  returned: always
+  type: int
+  sample: 9600
+reply:
+  description: The chip's reply to RESET as hex bytes (null in check mode).
+  returned: always
+  type: str
+  sample: 57 ab 00 8f 01 00 92
+status:
+  description: The decoded status of the reply (null in check mode).
+  returned: always
+  type: str
+  sample: success
+attempts:
+  description: RESET commands sent (V(0) in check mode).
+  returned: always
+  type: int
+  sample: 1
+ready_after:
+  description: Seconds from the RESET reply until the chip answered GET_INFO again (null without O(wait_ready)).
+  returned: always
+  type: float
+  sample: 0.54
+polls:
+  description: GET_INFO polls sent while waiting for the chip.
+  returned: success and not check mode
+  type: int
+  sample: 11
+info:
+  description: The chip's GET_INFO answer after the reset (before it in check mode; null without O(wait_ready)).
+  returned: always
+  type: dict
+  contains:
+    version:
+      description: Chip firmware version.
+      type: str
+      sample: V1.0
+    version_byte:
+      description: The raw version byte.
+      type: int
+      sample: 48
+    usb_enumerated:
+      description: Whether the target machine has enumerated the chip's USB HID device.
+      type: bool
+    leds:
+      description: The target's keyboard lock LEDs (C(num_lock), C(caps_lock), C(scroll_lock)).
+      type: dict
+kvmd_paused:
+  description: kvmd units stopped for the exchange and started again.
+  returned: always
+  type: list
+  elements: str
+  sample: [kvmd.service]
+elapsed:
+  description: Seconds the whole action took.
+  returned: always
+  type: float
+  sample: 0.6
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from
+from ansible_collections.onekvm.fleet.plugins.module_utils._ch9329 import (
+    DEFAULT_READY_TIMEOUT, link_argument_spec, link_options_from, reset)
+from ansible_collections.onekvm.fleet.plugins.module_utils._errors import OnekvmError
+
+
+def main():
+    argument_spec = link_argument_spec()
+    argument_spec.update(
+        retries={"type": "int", "default": 1},
+        wait_ready={"type": "bool", "default": True},
+        ready_timeout={"type": "float", "default": DEFAULT_READY_TIMEOUT},
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    try:
+        result = reset(link_options_from(module.params), retries=module.params["retries"],
+                       wait_ready=module.params["wait_ready"], ready_timeout=module.params["ready_timeout"],
+                       check_mode=module.check_mode)
+    except OnekvmError as exc:
+        fail_from(module, exc)
+    module.exit_json(msg=result.pop("message"), **result)
+
+
+if __name__ == "__main__":
+    main()

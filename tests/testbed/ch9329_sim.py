@@ -1,0 +1,508 @@
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A simulated WCH CH9329 (serial -> USB HID) chip for tests.
+
+Deliberately independent of ``plugins/module_utils/_ch9329.py``: its framing is written
+separately (and kept small) so that a bug shared by both cannot hide. Protocol facts:
+frame ``57 AB addr cmd len data.. sum``; replies ``cmd|0x80`` (ok) or ``cmd|0xC0`` with a
+status byte (E1 byte timeout .. E6 execution failed); a 50-byte configuration that takes
+effect after RESET; after RESET the chip answers, then ignores its input while it reboots.
+
+Transports:
+- a pseudo-terminal (``Simulator.on_pty()``), in-process as a context manager; the tty
+  path is ``sim.port``. The client's configured speed is read from the pty (the master
+  shares the slave's termios), so a wrong baud rate behaves like a real wrong-baud link;
+- a client of a unix socket (QEMU's chardev server behind the VM's /dev/ttyUSB*),
+  reconnecting whenever the socket drops (``Simulator.on_socket(path)``).
+
+Fault switches (``sim.set_faults(...)`` or the JSON-lines control socket):
+``silent``, ``garbage``, ``truncate``, ``bad_checksum``, ``error_status`` (a status byte such
+as 0xE6), ``delay`` (extra seconds before each reply), ``never_ready`` (stays deaf after
+RESET), ``wrong_command``; ``commands`` limits the faults to these command codes.
+
+Run as a script: ``ch9329_sim.py --pty`` (prints the tty path) or
+``ch9329_sim.py --socket PATH [--control PATH]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pty
+import select
+import socket
+import sys
+import termios
+import threading
+import time
+import tty
+
+HEAD = bytes((0x57, 0xAB))
+VALID_BAUDS = (9600, 19200, 38400, 57600, 115200)
+TERMIOS_SPEEDS = {getattr(termios, "B%d" % b): b for b in VALID_BAUDS + (1200, 2400, 4800, 230400)}
+
+# status bytes
+OK, E_TIMEOUT, E_HEAD, E_COMMAND, E_CHECKSUM, E_PARAM, E_EXEC = 0x00, 0xE1, 0xE2, 0xE3, 0xE4, 0xE5, 0xE6
+FAULT_NAMES = ("silent", "garbage", "truncate", "bad_checksum", "error_status", "delay", "never_ready", "wrong_command",
+               "commands")
+
+
+def factory_config() -> bytearray:
+    """The 50 configuration bytes of a chip fresh from the factory (VID/PID stored little-endian)."""
+    cfg = bytearray(50)
+    cfg[0] = 0x80  # keyboard+mouse, chosen by the mode pins
+    cfg[1] = 0x80  # protocol mode, chosen by the mode pins
+    cfg[2] = 0x00  # address
+    cfg[3:7] = (9600).to_bytes(4, "big")
+    cfg[7:9] = b"\x08\x00"
+    cfg[9:11] = (3).to_bytes(2, "big")  # packet interval, ms
+    cfg[11:13] = b"\x86\x1a"  # VID 1A86
+    cfg[13:15] = b"\x29\xe1"  # PID E129
+    cfg[17:19] = (1).to_bytes(2, "big")
+    cfg[20] = 0x0D  # enter character
+    return cfg
+
+
+FACTORY_STRINGS = {0: b"WCH", 1: b"CH9329", 2: b""}
+
+
+def frame(address: int, command: int, data: bytes = b"") -> bytes:
+    body = HEAD + bytes((address, command, len(data))) + bytes(data)
+    return body + bytes((sum(body) & 0xFF,))
+
+
+class Chip:
+    """The chip's protocol state: bytes in, replies out. Time is passed in (``now``)."""
+
+    def __init__(self, reset_time: float = 0.5, byte_timeout: float = 0.1, enumerate_time: float = 0.0) -> None:
+        self.reset_time = reset_time
+        self.byte_timeout = byte_timeout
+        self.enumerate_time = enumerate_time
+        self.stored = factory_config()  # what SET_PARA_CFG wrote (GET_PARA_CFG reads it)
+        self.active = bytes(self.stored)  # what the chip runs with (changes on RESET)
+        self.strings = dict(FACTORY_STRINGS)
+        self.leds = 0
+        self.deaf_until = 0.0
+        self.enumerated_at = 0.0
+        self.buffer = bytearray()
+        self.last_byte_at = 0.0
+        self.faults: dict = {}
+        self.counters = {"frames": 0, "replies": 0, "resets": 0, "errors": 0, "ignored_bytes": 0, "wrong_baud_bytes": 0}
+        self.log: list = []  # (time, hex of received frame)
+        self.lock = threading.Lock()
+
+    # -- settings the chip runs with -------------------------------------------------
+    @property
+    def baudrate(self) -> int:
+        return int.from_bytes(self.active[3:7], "big")
+
+    @property
+    def address(self) -> int:
+        return self.active[2]
+
+    # -- input -----------------------------------------------------------------------
+    def receive(self, data: bytes, now: float) -> list:
+        """Feed received bytes; return the replies to send."""
+        replies = []
+        with self.lock:
+            if now < self.deaf_until or self.faults.get("never_ready") and self.deaf_until:
+                self.counters["ignored_bytes"] += len(data)
+                return replies
+            for byte in data:
+                replies.extend(self._expire(now))
+                self.buffer.append(byte)
+                self.last_byte_at = now
+                replies.extend(self._take_frame(now))
+        return replies
+
+    def expire(self, now: float) -> list:
+        """A partial frame older than the byte timeout gets an E1 reply and is dropped."""
+        with self.lock:
+            return self._expire(now)
+
+    def next_deadline(self) -> float | None:
+        return self.last_byte_at + self.byte_timeout if self.buffer else None
+
+    def _expire(self, now: float) -> list:
+        if self.buffer and now - self.last_byte_at > self.byte_timeout:
+            command = self.buffer[3] if len(self.buffer) > 3 else 0
+            self.buffer.clear()
+            return [self._error(command, E_TIMEOUT)]
+        return []
+
+    def _take_frame(self, now: float) -> list:
+        buf = self.buffer
+        if buf[0] != HEAD[0]:
+            buf.clear()  # line noise before a head: dropped
+            return []
+        if len(buf) >= 2 and buf[1] != HEAD[1]:
+            buf.clear()
+            return [self._error(0, E_HEAD)]
+        if len(buf) < 5 or len(buf) < 6 + buf[4]:
+            return []
+        raw = bytes(buf)
+        buf.clear()
+        address, command, length = raw[2], raw[3], raw[4]
+        if address not in (self.address, 0xFF):
+            return []  # another chip's frame
+        self.counters["frames"] += 1
+        self.log.append((time.time(), raw.hex(" ")))
+        if sum(raw[:-1]) & 0xFF != raw[-1]:
+            return [self._error(command, E_CHECKSUM)]
+        return [self._execute(command, raw[5:5 + length], now)]
+
+    # -- commands --------------------------------------------------------------------
+    def _execute(self, command: int, data: bytes, now: float) -> bytes:
+        handler = {
+            0x01: self._get_info, 0x02: self._ack_hid, 0x03: self._ack_hid, 0x04: self._ack_hid, 0x05: self._ack_hid,
+            0x06: self._ack_hid, 0x08: self._get_config, 0x09: self._set_config, 0x0A: self._get_string,
+            0x0B: self._set_string, 0x0C: self._set_default, 0x0F: self._reset,
+        }.get(command)
+        if handler is None:
+            return self._error(command, E_COMMAND)
+        address = self.address  # a RESET answers from the address it had when it got the frame
+        status_or_data = handler(data, now)
+        if isinstance(status_or_data, int):
+            if status_or_data != OK:
+                return self._error(command, status_or_data)
+            return frame(address, command | 0x80, bytes((OK,)))
+        return frame(address, command | 0x80, status_or_data)
+
+    def _get_info(self, data: bytes, now: float):
+        enumerated = 1 if now >= self.enumerated_at else 0
+        return bytes((0x30, enumerated, self.leds, 0, 0, 0, 0, 0))
+
+    def _ack_hid(self, data: bytes, now: float):
+        return OK if data else E_PARAM
+
+    def _get_config(self, data: bytes, now: float):
+        return bytes(self.stored)
+
+    def _set_config(self, data: bytes, now: float):
+        if len(data) != 50 or int.from_bytes(data[3:7], "big") not in VALID_BAUDS:
+            return E_PARAM
+        if (data[0] & 0x7F) > 3 or (data[1] & 0x7F) > 2 or data[2] == 0xFF:
+            return E_PARAM
+        self.stored = bytearray(data)
+        return OK
+
+    def _get_string(self, data: bytes, now: float):
+        if len(data) != 1 or data[0] not in self.strings:
+            return E_PARAM
+        text = self.strings[data[0]]
+        return bytes((data[0], len(text))) + text
+
+    def _set_string(self, data: bytes, now: float):
+        if len(data) < 2 or data[0] not in self.strings or data[1] != len(data) - 2 or data[1] > 23:
+            return E_PARAM
+        self.strings[data[0]] = bytes(data[2:])
+        return OK
+
+    def _set_default(self, data: bytes, now: float):
+        self.stored = factory_config()
+        self.strings = dict(FACTORY_STRINGS)
+        return OK
+
+    def _reset(self, data: bytes, now: float):
+        self.counters["resets"] += 1
+        self.active = bytes(self.stored)
+        self.deaf_until = now + self.reset_time
+        self.enumerated_at = self.deaf_until + self.enumerate_time
+        return OK
+
+    def _error(self, command: int, status: int) -> bytes:
+        self.counters["errors"] += 1
+        return frame(self.address, command | 0xC0, bytes((status,)))
+
+    # -- faults ----------------------------------------------------------------------
+    def set_faults(self, **faults) -> None:
+        unknown = set(faults) - set(FAULT_NAMES)
+        if unknown:
+            raise ValueError("unknown fault(s): %s" % ", ".join(sorted(unknown)))
+        with self.lock:
+            self.faults.update({k: v for k, v in faults.items() if v not in (None, False)})
+            for key in [k for k, v in faults.items() if v in (None, False)]:
+                self.faults.pop(key, None)
+            if not self.faults.get("never_ready"):
+                self.deaf_until = min(self.deaf_until, time.monotonic() + self.reset_time)
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self.faults = {}
+
+    def apply_faults(self, reply: bytes) -> bytes:
+        """The reply as the faulty chip would send it (empty: nothing)."""
+        faults = self.faults
+        commands = faults.get("commands")
+        if commands is not None and (reply[3] & 0x3F) not in commands:
+            return reply
+        if faults.get("silent"):
+            return b""
+        if faults.get("garbage"):
+            return bytes((0xFF, 0x13, 0x00, 0xA5, 0x5A, 0xFE, 0x80))
+        if faults.get("error_status"):
+            reply = frame(reply[2], reply[3] | 0xC0, bytes((faults["error_status"],)))
+        if faults.get("wrong_command"):
+            reply = frame(reply[2], (reply[3] & 0xC0) | ((reply[3] + 1) & 0x3F), reply[5:-1])
+        if faults.get("bad_checksum"):
+            reply = reply[:-1] + bytes(((reply[-1] + 1) & 0xFF,))
+        if faults.get("truncate"):
+            reply = reply[:max(3, len(reply) // 2)]
+        return reply
+
+
+class Simulator:
+    """Runs a ``Chip`` on a transport in a background thread (a context manager)."""
+
+    def __init__(self, chip: Chip | None = None, pace: bool = True, answer_time: float = 0.001) -> None:
+        self.chip = chip or Chip()
+        self.pace = pace  # replies take the serial wire time of request + reply at the chip's baud
+        self.answer_time = answer_time
+        self.port = ""  # tty path (pty mode)
+        self._master = self._slave = -1
+        self._socket_path = ""
+        self._sock: socket.socket | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._control: ControlServer | None = None
+
+    # -- construction ----------------------------------------------------------------
+    @classmethod
+    def on_pty(cls, **kwargs) -> Simulator:
+        sim = cls(**kwargs)
+        sim._master, sim._slave = pty.openpty()
+        tty.setraw(sim._slave)  # no echo, no line editing: a plain byte pipe like a UART
+        sim.port = os.ttyname(sim._slave)
+        return sim
+
+    @classmethod
+    def on_socket(cls, path: str, **kwargs) -> Simulator:
+        sim = cls(**kwargs)
+        sim._socket_path = path
+        return sim
+
+    def start(self, control_path: str | None = None) -> Simulator:
+        self._thread = threading.Thread(target=self._run, name="ch9329-sim", daemon=True)
+        self._thread.start()
+        if control_path:
+            self._control = ControlServer(self, control_path).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+        if self._control:
+            self._control.stop()
+        for fd in (self._master, self._slave):
+            if fd >= 0:
+                os.close(fd)
+        self._master = self._slave = -1
+        if self._sock:
+            self._sock.close()
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- convenience for tests -------------------------------------------------------
+    def set_faults(self, **faults) -> None:
+        self.chip.set_faults(**faults)
+
+    def clear_faults(self) -> None:
+        self.chip.clear_faults()
+
+    @property
+    def counters(self) -> dict:
+        return dict(self.chip.counters)
+
+    @property
+    def log(self) -> list:
+        return list(self.chip.log)
+
+    def client_baudrate(self) -> int | None:
+        """The speed the client set on the tty (None on a socket: not observable there)."""
+        if self._master < 0:
+            return None
+        return TERMIOS_SPEEDS.get(termios.tcgetattr(self._master)[4])
+
+    # -- the loop --------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            fd = self._connect()
+            if fd is None:
+                time.sleep(0.2)
+                continue
+            try:
+                self._serve(fd)
+            except OSError:
+                pass  # peer went away: reconnect (socket) or keep waiting (pty)
+            if self._sock:
+                self._sock.close()
+                self._sock = None
+
+    def _connect(self) -> int | None:
+        if self._master >= 0:
+            return self._master
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(self._socket_path)
+        except OSError:
+            return None
+        self._sock = sock
+        return sock.fileno()
+
+    def _serve(self, fd: int) -> None:
+        pending: list = []  # (due time, bytes)
+        while not self._stop.is_set():
+            now = time.monotonic()
+            deadlines = [item[0] for item in pending] + [d for d in (self.chip.next_deadline(),) if d]
+            wait = max(0.0, min(deadlines) - now) if deadlines else 0.1
+            readable = select.select([fd], [], [], min(wait, 0.1))[0]
+            now = time.monotonic()
+            if readable:
+                data = os.read(fd, 4096)
+                if not data:
+                    raise OSError("peer closed")
+                pending.extend(self._replies_for(data, now))
+            pending.extend(self._schedule(self.chip.expire(now), now, 0))
+            due = [item for item in pending if item[0] <= now]
+            for item in due:
+                pending.remove(item)
+                if item[1]:
+                    os.write(fd, item[1])
+
+    def _replies_for(self, data: bytes, now: float) -> list:
+        client = self.client_baudrate()
+        if client is not None and client != self.chip.baudrate:
+            # a wrong-baud link: the chip sees framing errors; it mostly says nothing,
+            # sometimes a stray byte comes back
+            self.chip.counters["wrong_baud_bytes"] += len(data)
+            return [(now, b"\xf8")] if len(data) >= 6 else []
+        return self._schedule(self.chip.receive(data, now), now, len(data))
+
+    def _schedule(self, replies: list, now: float, request_len: int) -> list:
+        out = []
+        for reply in replies:
+            self.chip.counters["replies"] += 1
+            sent = self.chip.apply_faults(reply)
+            delay = self.answer_time + float(self.chip.faults.get("delay") or 0)
+            if self.pace:
+                delay += (request_len + len(sent)) * 10.0 / self.chip.baudrate
+            out.append((now + delay, sent))
+        return out
+
+
+class ControlServer:
+    """JSON-lines control socket: {"op": "set_faults", "faults": {...}} | "clear_faults" |
+    "counters" | "log" | "state" | "set_chip" (reset_time, leds)."""
+
+    def __init__(self, sim: Simulator, path: str) -> None:
+        self.sim = sim
+        self.path = path
+        if os.path.exists(path):
+            os.unlink(path)
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(4)
+        self._stop = threading.Event()
+
+    def start(self) -> ControlServer:
+        threading.Thread(target=self._accept, name="ch9329-sim-control", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.close()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn = self.server.accept()[0]
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rw") as stream:
+            for line in stream:
+                try:
+                    answer = {"ok": True, "result": self.handle(json.loads(line))}
+                except (ValueError, KeyError, TypeError) as exc:
+                    answer = {"ok": False, "error": str(exc)}
+                stream.write(json.dumps(answer) + "\n")
+                stream.flush()
+
+    def handle(self, request: dict):
+        op = request["op"]
+        chip = self.sim.chip
+        if op == "set_faults":
+            chip.set_faults(**request["faults"])
+            return dict(chip.faults)
+        if op == "clear_faults":
+            chip.clear_faults()
+            return {}
+        if op == "counters":
+            return dict(chip.counters)
+        if op == "log":
+            return [list(entry) for entry in chip.log]
+        if op == "state":
+            return {"baudrate": chip.baudrate, "address": chip.address, "stored": chip.stored.hex(),
+                    "strings": {str(k): v.decode("latin-1") for k, v in chip.strings.items()}, "faults": dict(chip.faults)}
+        if op == "set_chip":
+            for key in ("reset_time", "leds"):
+                if key in request:
+                    setattr(chip, key, request[key])
+            return {"reset_time": chip.reset_time, "leds": chip.leds}
+        raise ValueError("unknown op %r" % op)
+
+
+def control(path: str, request: dict, timeout: float = 10.0):
+    """Send one request to a simulator's control socket and return its result."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall((json.dumps(request) + "\n").encode())
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    answer = json.loads(data)
+    if not answer["ok"]:
+        raise ValueError(answer["error"])
+    return answer["result"]
+
+
+def main(argv: list | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Simulated CH9329 chip")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--pty", action="store_true", help="serve on a new pseudo-terminal (prints its path)")
+    where.add_argument("--socket", help="connect to this unix socket (e.g. QEMU's chardev server)")
+    parser.add_argument("--control", help="JSON-lines control socket to create")
+    parser.add_argument("--reset-time", type=float, default=0.5, help="seconds the chip stays deaf after RESET")
+    args = parser.parse_args(argv)
+    chip = Chip(reset_time=args.reset_time)
+    sim = Simulator.on_pty(chip=chip) if args.pty else Simulator.on_socket(args.socket, chip=chip)
+    sim.start(control_path=args.control)
+    sys.stdout.write((sim.port or args.socket) + "\n")
+    sys.stdout.flush()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

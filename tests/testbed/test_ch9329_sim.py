@@ -1,0 +1,222 @@
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The CH9329 simulator against the protocol vectors of the CH9329 (independent of the
+production codec: frames here are written out as literal bytes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import termios
+import time
+import tty
+
+import pytest
+
+from ansible_collections.onekvm.fleet.tests.testbed import ch9329_sim
+from ansible_collections.onekvm.fleet.tests.testbed.ch9329_sim import Chip, Simulator
+
+RESET = bytes.fromhex("57 AB 00 0F 00 11")
+RESET_OK = bytes.fromhex("57 AB 00 8F 01 00 92")
+GET_INFO = bytes.fromhex("57 AB 00 01 00 03")
+
+
+class RawPort:
+    """The client end of the pty at a given speed, with plain os calls."""
+
+    def __init__(self, path: str, baud: int = 9600) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(self.fd)
+        attrs = termios.tcgetattr(self.fd)
+        speed = getattr(termios, "B%d" % baud)
+        attrs[4] = attrs[5] = speed
+        termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
+
+    def ask(self, data: bytes, expect: int, timeout: float = 1.0) -> bytes:
+        os.write(self.fd, data)
+        return self.read(expect, timeout)
+
+    def read(self, expect: int, timeout: float = 1.0) -> bytes:
+        out = b""
+        deadline = time.monotonic() + timeout
+        while len(out) < expect and time.monotonic() < deadline:
+            import select
+            if select.select([self.fd], [], [], 0.02)[0]:
+                out += os.read(self.fd, 256)
+        return out
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@pytest.fixture
+def sim():
+    with Simulator.on_pty(chip=Chip(reset_time=0.3)) as s:
+        yield s
+
+
+@pytest.fixture
+def port(sim):
+    p = RawPort(sim.port)
+    yield p
+    p.close()
+
+
+def test_reset_vector(port, sim):
+    assert port.ask(RESET, 7) == RESET_OK
+    assert sim.counters["resets"] == 1
+
+
+def test_get_info_vector_has_eight_data_bytes(port):
+    reply = port.ask(GET_INFO, 14)
+    assert reply[:5] == bytes.fromhex("57 AB 00 81 08")
+    assert reply[5] == 0x30 and reply[6] == 0x01  # V1.0, enumerated
+    assert reply[-1] == sum(reply[:-1]) & 0xFF
+
+
+def test_checksum_error_reply_like_the_forum_example(port):
+    assert port.ask(bytes.fromhex("57 AB 00 05 00 00"), 7) == bytes.fromhex("57 AB 00 C5 01 E4 AC")
+
+
+def test_unknown_command_and_bad_head(port):
+    assert port.ask(bytes.fromhex("57 AB 00 33 00 35"), 7) == bytes.fromhex("57 AB 00 F3 01 E3 D9")
+    assert port.ask(bytes.fromhex("57 AC"), 7)[5] == 0xE2
+
+
+def test_partial_frame_times_out_with_e1(port):
+    assert port.ask(bytes.fromhex("57 AB 00 01"), 7, timeout=1.0) == bytes.fromhex("57 AB 00 C1 01 E1 A5")
+
+
+def test_leading_noise_is_dropped(port):
+    assert port.ask(b"\x00\x13" + RESET, 7) == RESET_OK
+
+
+def test_other_address_is_ignored(port):
+    assert port.ask(bytes.fromhex("57 AB 05 01 00 08"), 1, timeout=0.4) == b""
+
+
+def test_chip_is_deaf_after_reset_then_answers(port, sim):
+    port.ask(RESET, 7)
+    assert port.ask(GET_INFO, 14, timeout=0.15) == b""
+    time.sleep(0.3)
+    assert len(port.ask(GET_INFO, 14)) == 14
+
+
+def test_config_read_write_and_baud_change_after_reset(port, sim):
+    reply = port.ask(bytes.fromhex("57 AB 00 08 00 0A"), 56)
+    assert reply[3:5] == bytes.fromhex("88 32")
+    cfg = bytearray(reply[5:55])
+    assert cfg[3:7] == bytes.fromhex("00 00 25 80") and cfg[11:15] == bytes.fromhex("86 1A 29 E1")
+    cfg[3:7] = bytes.fromhex("00 01 C2 00")  # 115200
+    body = bytes.fromhex("57 AB 00 09 32") + bytes(cfg)
+    assert port.ask(body + bytes((sum(body) & 0xFF,)), 7) == bytes.fromhex("57 AB 00 89 01 00 8C")
+    assert sim.chip.baudrate == 9600  # not before RESET
+    port.ask(RESET, 7)
+    assert sim.chip.baudrate == 115200
+    time.sleep(0.35)
+    assert port.ask(GET_INFO, 14, timeout=0.3) == b"" or port.read(14, 0.1)[:1] != b"\x57"  # wrong baud now
+    fast = RawPort(sim.port, 115200)
+    try:
+        assert len(fast.ask(GET_INFO, 14)) == 14
+    finally:
+        fast.close()
+
+
+def test_bad_config_value_is_e5(port):
+    body = bytes.fromhex("57 AB 00 09 32") + bytes(50)  # baud 0
+    assert port.ask(body + bytes((sum(body) & 0xFF,)), 7)[3:6] == bytes.fromhex("C9 01 E5")
+
+
+def test_usb_strings(port):
+    body = bytes.fromhex("57 AB 00 0B 05 01 03") + b"KVM"
+    assert port.ask(body + bytes((sum(body) & 0xFF,)), 7)[3:6] == bytes.fromhex("8B 01 00")
+    reply = port.ask(bytes.fromhex("57 AB 00 0A 01 01 0E"), 11)
+    assert reply[5:10] == b"\x01\x03KVM"
+
+
+def test_keyboard_frame_acknowledged(port):
+    body = bytes.fromhex("57 AB 00 02 08 00 00 04 00 00 00 00 00")
+    assert port.ask(body + bytes((sum(body) & 0xFF,)), 7)[3:6] == bytes.fromhex("82 01 00")
+
+
+@pytest.mark.parametrize("fault,check", [
+    ({"silent": True}, lambda r: r == b""),
+    ({"garbage": True}, lambda r: r and r[:2] != b"\x57\xab"),
+    ({"truncate": True}, lambda r: 0 < len(r) < 14),
+    ({"bad_checksum": True}, lambda r: len(r) == 14 and r[-1] != sum(r[:-1]) & 0xFF),
+    ({"error_status": 0xE6}, lambda r: r == bytes.fromhex("57 AB 00 C1 01 E6 AA")),
+    ({"wrong_command": True}, lambda r: r[3] == 0x82),
+])
+def test_fault_switches(port, sim, fault, check):
+    sim.set_faults(**fault)
+    assert check(port.ask(GET_INFO, 14, timeout=0.4))
+    sim.clear_faults()
+    assert len(port.ask(GET_INFO, 14)) == 14
+
+
+def test_slow_reply(port, sim):
+    sim.set_faults(delay=0.3)
+    start = time.monotonic()
+    assert len(port.ask(GET_INFO, 14)) == 14
+    assert time.monotonic() - start >= 0.3
+
+
+def test_wrong_baud_answers_no_valid_frame(sim):
+    fast = RawPort(sim.port, 115200)
+    try:
+        reply = fast.ask(GET_INFO, 14, timeout=0.3)
+        assert HEAD_OK(reply) is False
+        assert sim.counters["wrong_baud_bytes"] == 6
+    finally:
+        fast.close()
+
+
+def HEAD_OK(reply: bytes) -> bool:  # noqa: N802 - reads as a predicate
+    return reply.startswith(b"\x57\xab")
+
+
+def test_log_records_frames(port, sim):
+    port.ask(GET_INFO, 14)
+    assert sim.log[-1][1] == "57 ab 00 01 00 03"
+
+
+def test_script_on_socket_reconnects_and_is_driven_through_control(tmp_path):
+    sock_path, control_path = str(tmp_path / "chardev.sock"), str(tmp_path / "control.sock")
+    import socket
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(sock_path)
+    server.listen(1)
+    server.settimeout(10)
+    proc = subprocess.Popen([sys.executable, ch9329_sim.__file__, "--socket", sock_path, "--control", control_path,
+                             "--reset-time", "0.2"], stdout=subprocess.PIPE, text=True)
+    try:
+        for round_no in range(2):  # the second round proves the reconnect after a drop
+            conn = server.accept()[0]
+            conn.settimeout(2)
+            time.sleep(0.3 if round_no else 0)  # past the previous round's reboot
+            conn.sendall(RESET)
+            assert _recv(conn, 7) == RESET_OK
+            conn.close()
+        assert ch9329_sim.control(control_path, {"op": "counters"})["resets"] == 2
+        ch9329_sim.control(control_path, {"op": "set_faults", "faults": {"error_status": 0xE5}})
+        conn = server.accept()[0]
+        conn.settimeout(2)
+        time.sleep(0.3)
+        conn.sendall(GET_INFO)
+        assert _recv(conn, 7)[3:6] == bytes.fromhex("C1 01 E5")
+        log = ch9329_sim.control(control_path, {"op": "log"})
+        assert log[-1][1] == "57 ab 00 01 00 03" and log[-1][0] > 0
+        conn.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        server.close()
+
+
+def _recv(conn, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        out += conn.recv(n - len(out))
+    return out

@@ -1,0 +1,174 @@
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The CH9329 codec and config model: protocol vectors, property tests, validation."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329 as ch
+from ansible_collections.onekvm.fleet.plugins.module_utils._errors import DeviceError, InvalidArgument, OnekvmError, Timeout
+
+FACTORY = bytes.fromhex(
+    "80 80 00 00 00 25 80 08 00 00 03 86 1a 29 e1 00 00 00 01 00 0d 00 00 00 00 00 00 00 00 00"
+    "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00")
+
+
+def test_vectors_from_the_protocol():
+    assert ch.encode_frame(ch.CMD_RESET) == bytes.fromhex("57 AB 00 0F 00 11")
+    assert ch.encode_frame(ch.CMD_GET_INFO) == bytes.fromhex("57 AB 00 01 00 03")
+    reply = ch.parse_reply(bytes.fromhex("57 AB 00 8F 01 00 92"), ch.CMD_RESET)
+    assert reply.status == ch.STATUS_OK and reply.raw == bytes.fromhex("57 AB 00 8F 01 00 92")
+
+
+def test_error_status_is_named():
+    with pytest.raises(ch.ChipError) as info:
+        ch.parse_reply(bytes.fromhex("57 AB 00 C5 01 E4 AC"), 0x05)
+    assert "E4 checksum error" in info.value.msg
+    assert info.value.details["status_code"] == 0xE4
+
+
+@pytest.mark.parametrize("code,word", sorted(ch.STATUS_WORDS.items())[1:])
+def test_every_status_code_decodes(code, word):
+    with pytest.raises(ch.ChipError, match=word.split(" (")[0]):
+        ch.parse_reply(ch.encode_frame(ch.CMD_RESET | 0xC0, bytes((code,))), ch.CMD_RESET)
+
+
+def test_status_in_an_ok_reply_of_a_set_command_is_checked():
+    with pytest.raises(ch.ChipError, match="E5 bad parameter"):
+        ch.parse_reply(ch.encode_frame(ch.CMD_SET_PARA_CFG | 0x80, b"\xe5"), ch.CMD_SET_PARA_CFG)
+
+
+def test_leading_noise_is_skipped():
+    reply = ch.parse_reply(b"\x00\xff\x57" + bytes.fromhex("57 AB 00 8F 01 00 92"), ch.CMD_RESET)
+    assert reply.command == 0x8F
+
+
+@pytest.mark.parametrize("buf,error,words", [
+    (b"", Timeout, "no reply"),
+    (b"\x13\x37\x00", DeviceError, "not a frame"),
+    (bytes.fromhex("57 AB 00 81 08 30 01"), DeviceError, "truncated"),
+    (bytes.fromhex("57 AB 00 8F 01 00 93"), DeviceError, "checksum 0x93, expected 0x92"),
+    (bytes.fromhex("57 AB 00 81 01 00 84"), DeviceError, "answered command 0x81 to RESET"),
+    (bytes.fromhex("57 AB 00 0F 00 11"), DeviceError, "answered command 0x0F"),  # our own echo is no reply
+])
+def test_bad_replies_are_rejected(buf, error, words):
+    with pytest.raises(error, match=words):
+        ch.parse_reply(buf, ch.CMD_RESET)
+
+
+def test_reply_from_another_address_is_rejected():
+    with pytest.raises(DeviceError, match="address 3, expected 0"):
+        ch.parse_reply(ch.encode_frame(0x8F, b"\x00", address=3), ch.CMD_RESET)
+    assert ch.parse_reply(ch.encode_frame(0x8F, b"\x00", address=3), ch.CMD_RESET, address=0xFF).address == 3
+
+
+@given(command=st.integers(0, 0x3F), address=st.integers(0, 0xFE), data=st.binary(max_size=255))
+def test_frames_round_trip(command, address, data):
+    frame = ch.encode_frame(command | 0x80, data, address)
+    assert ch.frame_end(frame) == len(frame)
+    if len(data) == 1 and data != b"\x00" and command not in (0x01, 0x08, 0x0A):
+        with pytest.raises(ch.ChipError):
+            ch.parse_reply(frame, command, address)
+        return
+    reply = ch.parse_reply(frame, command, address)
+    assert (reply.address, reply.command, reply.data, reply.raw) == (address, command | 0x80, data, frame)
+
+
+@settings(max_examples=500)
+@given(buf=st.binary(max_size=80), command=st.integers(0, 0x3F))
+def test_any_bytes_parse_or_raise_our_own_error(buf, command):
+    try:
+        reply = ch.parse_reply(buf, command)
+    except OnekvmError as exc:
+        assert exc.msg
+        return
+    assert reply.command & 0x3F == command and ch.HEAD in buf
+
+
+@given(noise=st.binary(max_size=20).filter(lambda b: ch.HEAD not in b and not b.endswith(b"\x57")),
+       data=st.binary(max_size=60))
+def test_noise_before_a_frame_never_hides_it(noise, data):
+    frame = ch.encode_frame(ch.CMD_GET_PARA_CFG | 0x80, data)
+    assert ch.parse_reply(noise + frame, ch.CMD_GET_PARA_CFG).data == data
+
+
+@given(frame_len=st.integers(0, 5 + 8))
+def test_every_truncation_is_rejected(frame_len):
+    frame = ch.encode_frame(0x81, bytes(range(8)))
+    with pytest.raises(OnekvmError):
+        ch.parse_reply(frame[:frame_len], ch.CMD_GET_INFO)
+
+
+def test_factory_config_decodes():
+    config = ch.ChipConfig(FACTORY).as_dict()
+    assert config["mode"] == "keyboard_mouse" and config["mode_set_by_pins"]
+    assert config["serial_mode"] == "protocol" and config["baudrate"] == 9600
+    assert (config["vid"], config["pid"]) == ("1a86", "e129")
+    assert (config["vid_raw"], config["pid_raw"]) == ("86 1a", "29 e1")
+    assert config["raw"] == FACTORY.hex(" ")
+
+
+@given(raw=st.binary(min_size=50, max_size=50))
+def test_config_serialises_back_byte_exact(raw):
+    config = ch.ChipConfig(raw)
+    values = {name: config.get(name) for name in ch.CONFIG_FIELDS}
+    assert config.replaced(**values).raw == raw
+
+
+@given(raw=st.binary(min_size=50, max_size=50), baud=st.sampled_from(ch.BAUD_RATES), vid=st.integers(0, 0xFFFF))
+def test_changing_fields_touches_only_their_bytes(raw, baud, vid):
+    new = ch.ChipConfig(raw).replaced(baudrate=baud, vid=vid)
+    assert new.get("baudrate") == baud and new.get("vid") == vid
+    assert new.raw[:3] + new.raw[7:11] + new.raw[13:] == raw[:3] + raw[7:11] + raw[13:]
+
+
+def test_desired_config_keeps_pin_modes_when_the_mode_is_the_same():
+    current = ch.ChipConfig(FACTORY)
+    same = ch.desired_config(current, {"mode": "keyboard_mouse", "serial_mode": "protocol"})
+    assert same.raw == FACTORY
+    other = ch.desired_config(current, {"mode": "keyboard"})
+    assert other.raw[0] == 0x01 and other.raw[1:] == FACTORY[1:]
+
+
+def test_strings_set_their_flags():
+    cfg = ch.desired_config(ch.ChipConfig(FACTORY), {"usb_strings": {"product": "KVM"}})
+    assert cfg.raw[36] == 0x80 | 0x02
+    assert ch.desired_config(cfg, {"custom_strings": False}).raw[36] == 0
+
+
+def test_config_of_wrong_size_is_a_device_error():
+    with pytest.raises(DeviceError, match="49-byte config"):
+        ch.ChipConfig(bytes(49))
+
+
+@pytest.mark.parametrize("changes,words", [
+    ({"baudrate": 4800}, "baudrate 4800 is not one the CH9329 supports"),
+    ({"vid": 0x10000}, "VID 0x10000 is out of range"),
+    ({"pid": "zz"}, "PID must be a 16-bit hex number"),
+    ({"address": 255}, "address must be 0-254"),
+    ({"mode": "joystick"}, "mode 'joystick' is not one of"),
+    ({"usb_strings": {"product": "x" * 24}}, "24 bytes; the CH9329 keeps at most 23"),
+    ({"usb_strings": {"product": "Tastatur \u00e4"}}, "plain ASCII"),
+    ({"usb_strings": {"vendor": "x"}}, "usb_strings.vendor is unknown"),
+    ({"packet_interval": -1}, "packet_interval must be 0-65535"),
+])
+def test_invalid_config_values_are_refused(changes, words):
+    with pytest.raises(InvalidArgument, match=words):
+        ch.validate_changes(changes)
+
+
+def test_ids_accept_numbers_and_hex_strings():
+    assert ch.parse_id("0x1A86", "VID") == ch.parse_id("1a86", "VID") == ch.parse_id(0x1A86, "VID") == 0x1A86
+
+
+def test_kvmd_safety():
+    assert ch.kvmd_safety_problems({"serial_mode": "protocol", "mode": "keyboard_mouse", "address": 0}) == []
+    assert len(ch.kvmd_safety_problems({"serial_mode": "ascii", "mode": "mouse", "address": 2})) == 3
+
+
+def test_wire_time():
+    assert ch.wire_time(960, 9600) == pytest.approx(1.0)

@@ -1,0 +1,159 @@
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""ch9329_reset against the simulated chip on a pseudo-terminal: success, check mode, every fault."""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import multiprocessing
+import os
+import tempfile
+import time
+
+import pytest
+
+from ansible_collections.onekvm.fleet.plugins.modules import ch9329_reset
+from ansible_collections.onekvm.fleet.tests.unit.plugins.modules.ch9329_support import (  # noqa: F401  # pylint: disable=unused-import
+    box_env, set_chip_baudrate, sim)
+from ansible_collections.onekvm.fleet.tests.unit.plugins.modules.module_runner import run_module
+
+
+def run(args, **kwargs):
+    return run_module(ch9329_reset.main, args, **kwargs)
+
+
+def test_reset_reports_reply_status_and_readiness(sim):
+    result = run({"port": sim.port})
+    assert not result.get("failed"), result
+    assert result["changed"] is True
+    assert result["reply"] == "57 ab 00 8f 01 00 92" and result["status"] == "success"
+    assert result["attempts"] == 1 and result["ready_after"] >= 0.3 and result["elapsed"] >= result["ready_after"]
+    assert result["info"]["version"] == "V1.0" and result["baudrate"] == 9600
+    assert sim.counters["resets"] == 1
+
+
+def test_no_wait(sim):
+    result = run({"port": sim.port, "wait_ready": False})
+    assert result["changed"] and result["ready_after"] is None and result["elapsed"] < 0.3
+
+
+def test_check_mode_probes_only(sim):
+    result = run({"port": sim.port}, check_mode=True)
+    assert result["changed"] is True and result["attempts"] == 0 and result["info"]["usb_enumerated"]
+    assert sim.counters["resets"] == 0 and sim.counters["frames"] == 1
+
+
+def test_auto_baud(sim):
+    set_chip_baudrate(sim, 38400)
+    result = run({"port": sim.port, "baudrate": "auto"})
+    assert not result.get("failed"), result
+    assert result["baudrate"] == 38400 and result["attempts"] == 1
+
+
+@pytest.mark.parametrize("fault,error,words", [
+    ({"silent": True}, "Timeout", "no answer from the CH9329"),
+    ({"garbage": True}, "DeviceError", "not a frame"),
+    ({"truncate": True}, "DeviceError", "truncated reply"),
+    ({"bad_checksum": True}, "DeviceError", "corrupt reply"),
+    ({"error_status": 0xE6}, "ChipError", "refused RESET: E6 execution failed"),
+    ({"wrong_command": True}, "DeviceError", "answered command 0x90 to RESET"),
+    ({"never_ready": True}, "Timeout", "did not answer within 0.6 s after RESET"),
+    ({"delay": 0.5}, "Timeout", "no answer"),
+])
+def test_faults_fail_clearly(sim, fault, error, words):
+    sim.set_faults(**fault)
+    result = run({"port": sim.port, "timeout": 0.3, "retries": 0, "ready_timeout": 0.6})
+    assert result["failed"] and result["error"] == error, result
+    assert words in result["msg"]
+    assert "Traceback" not in str(result)
+
+
+def test_slow_reply_within_timeout_is_fine(sim):
+    sim.set_faults(delay=0.2)
+    result = run({"port": sim.port, "timeout": 1.0})
+    assert not result.get("failed"), result
+
+
+def test_wrong_baud(sim):
+    result = run({"port": sim.port, "baudrate": "115200", "timeout": 0.3, "retries": 0})
+    assert result["failed"] and "baud" in result["msg"]
+    assert sim.counters["frames"] == 0
+
+
+@pytest.mark.parametrize("args,words", [
+    ({"baudrate": "4800"}, "value of baudrate must be one of"),
+    ({"address": 300}, "address must be 0-255"),
+    ({"retries": -1}, "retries must be an integer from 0 to 10"),
+    ({"timeout": 0}, "timeout must be between"),
+    ({"ready_timeout": 0}, "ready_timeout must be between"),
+])
+def test_bad_input_changes_nothing(sim, args, words):
+    result = run(dict({"port": sim.port}, **args))
+    assert result["failed"] and words in result["msg"]
+    assert sim.counters["frames"] == 0
+
+
+def test_missing_port(box_env, tmp_path):
+    result = run({"port": str(tmp_path / "ttyUSB9")})
+    assert result["failed"] and result["error"] == "NotFound" and "does not exist" in result["msg"]
+
+
+def test_not_a_tty(box_env, tmp_path):
+    result = run({"port": "/dev/null"})
+    assert result["failed"] and "not a tty" in result["msg"]
+    plain = tmp_path / "file"
+    plain.write_text("")
+    result = run({"port": str(plain)})
+    assert result["failed"] and "not a character device" in result["msg"]
+
+
+def test_port_busy(sim):
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    holder = ctx.Process(target=_hold_flock, args=(sim.port, queue))  # another program's exclusive use
+    holder.start()
+    try:
+        assert queue.get(timeout=10) == "held"
+        result = run({"port": sim.port})
+    finally:
+        holder.terminate()
+        holder.join(10)
+    assert result["failed"] and result["error"] == "Busy" and "exclusive use" in result["msg"]
+    assert sim.counters["frames"] == 0
+
+
+def _hold_flock(port, queue):
+    fd = os.open(port, os.O_RDWR | os.O_NOCTTY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    queue.put("held")
+    time.sleep(30)
+
+
+def test_permission_denied(sim, monkeypatch):
+    os.chmod(sim.port, 0o600)
+    lock_dir = tempfile.mkdtemp(prefix="onekvm-lock-")
+    os.chmod(lock_dir, 0o777)  # the lock is not what this test is about
+    monkeypatch.setenv("ONEKVM_LOCK_PATH", os.path.join(lock_dir, "hardware.lock"))
+    monkeypatch.setenv("ONEKVM_SYSTEMCTL", "/bin/false")  # no unit is active
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+
+    def as_nobody():
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            queue.put(run({"port": sim.port}))
+        except BaseException as exc:  # report instead of dying silently
+            queue.put({"exception": repr(exc)})
+
+    # load lazy imports (Ansible's, pyserial) while still root: the test venv is readable by root only
+    run({"port": sim.port, "retries": -1})
+    importlib.import_module("serial")
+    proc = ctx.Process(target=as_nobody)
+    proc.start()
+    result = queue.get(timeout=30)
+    proc.join(10)
+    assert result.get("failed"), result
+    assert result["error"] == "PermissionDenied" and "become: true" in result["msg"]
