@@ -58,6 +58,7 @@ STATUS_WORDS = {
 BAUD_RATES = (9600, 19200, 38400, 57600, 115200)
 PROBE_ORDER = (9600, 115200, 57600, 38400, 19200)  # factory default first, then kvmd's usual choices
 DEFAULT_BAUDRATE = 9600
+KVMD_DEFAULT_DEVICE = "/dev/kvmd-hid"  # kvmd's ch9329 plugin default for hid.device
 DEFAULT_TIMEOUT = 1.0
 DEFAULT_READY_TIMEOUT = 5.0
 CONFIG_SIZE = 50
@@ -515,7 +516,8 @@ def default_port(dev: str = "/dev", kvmd_root: str | None = None) -> str:
 def default_baudrate(port: str, kvmd_root: str | None = None) -> int:
     """kvmd's ``hid.speed`` when kvmd drives a CH9329 on this port, else the factory 9600."""
     hid = _kvmd.hid_settings(kvmd_root)
-    if hid["type"] == "ch9329" and hid["speed"] in BAUD_RATES and (not hid["device"] or _same_file(hid["device"], port)):
+    kvmd_device = hid["device"] or KVMD_DEFAULT_DEVICE
+    if hid["type"] == "ch9329" and hid["speed"] in BAUD_RATES and _same_file(kvmd_device, port):
         return hid["speed"]
     return DEFAULT_BAUDRATE
 

@@ -119,6 +119,7 @@ def test_kvmd_config_supplies_port_and_speed(sim, box_env):
     write_kvmd_config(box_env["kvmd_root"], "kvmd:\n  hid:\n    type: ch9329\n    device: %s\n    speed: 19200\n" % sim.port)
     options = ch.LinkOptions()
     assert (options.port, options.baudrate) == (sim.port, 19200)
+    assert ch.LinkOptions(port="/dev/null").baudrate == 9600  # kvmd's speed is for its own port only
     assert ch.info(options, strings=False)["baudrate"] == 19200
 
 
