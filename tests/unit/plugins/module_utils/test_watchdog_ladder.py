@@ -17,8 +17,8 @@ IDLE = Health(UNKNOWN, [], {})
 
 
 def make(**overrides):
-    raw = {"dongle": {"id": "534d:2109"}, "grace": 10, "waits": {"restart_streamer": 5, "ioctl": 5, "authorize": 5,
-                                                                  "power_cycle": 5, "ch9329": 5},
+    waits = {"restart_streamer": 5, "ioctl": 5, "authorize": 5, "power_cycle": 5, "ch9329": 5}
+    raw = {"dongle": {"id": "534d:2109"}, "grace": 10, "waits": waits,
            "ladder": ["restart_streamer", "ioctl", "authorize"], "max_actions_per_hour": 100, "backoff": 0}
     raw.update(overrides)
     return Ladder(parse_config(raw))
@@ -108,13 +108,13 @@ def test_needs_human_retries_after_doubling_backoff():
     ladder.tick(0, BAD)
     ladder.tick(10, BAD)
     ladder.done(10, "ioctl", "ok")
-    events, _ = ladder.tick(15, BAD)
+    events, dummy = ladder.tick(15, BAD)
     assert names(events) == ["needs_human"] and events[0]["retry_in"] == 100
     assert ladder.tick(114, BAD)[1] is None
     events, step = ladder.tick(115, BAD)
     assert names(events) == ["ladder_retry", "action_started"] and step == "ioctl"
     ladder.done(115, "ioctl", "ok")
-    events, _ = ladder.tick(120, BAD)
+    events, dummy = ladder.tick(120, BAD)
     assert events[0]["retry_in"] == 200  # doubled
     ladder.tick(320, BAD)
     ladder.done(320, "ioctl", "ok")
@@ -154,7 +154,7 @@ def test_unknown_holds_during_a_wait_then_clears():
     ladder.done(10, "restart_streamer", "ok")
     assert ladder.tick(12, IDLE) == ([], None)  # streamer restarting: not a recovery yet
     assert ladder.status == "recovering"
-    events, _ = ladder.tick(15, IDLE)
+    events, dummy = ladder.tick(15, IDLE)
     assert names(events) == ["cleared_unconfirmed"]
     assert ladder.status == "ok" and ladder.counters["recoveries"] == 0
 

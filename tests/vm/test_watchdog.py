@@ -1,0 +1,247 @@
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The capture watchdog on the simulated box: installed by the role's tasks, run by systemd.
+
+Failures are injected for real (vivid unbound, the dongle unplugged through QEMU's monitor,
+the service killed or frozen) and every test judges by what the kernel log, systemd, the
+state file and the metrics file show, not by the watchdog's own journal lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+UNIT = "onekvm-watchdog.service"
+STATE = "/run/onekvm/watchdog.json"
+METRICS = "/var/lib/prometheus/node-exporter/onekvm_watchdog.prom"
+CONFIG = "/etc/onekvm/watchdog.json"
+DONGLE = "usb-tablet,bus=xhci.0,port=1.2,serial=TWIN,id=dongle"
+
+# Short times for the test (TCG runs the guest ~6x slower than the host, hence the margins).
+SETTINGS = {
+    "onekvm_watchdog_dongle_usb_id": "0627:0001",
+    "onekvm_watchdog_dongle_usb_port": "1-1.2",  # its identical twin sits at 1-1.3
+    "onekvm_watchdog_interval": 2,
+    "onekvm_watchdog_grace": 4,
+    "onekvm_watchdog_ladder": ["restart_streamer", "ioctl", "authorize"],
+    "onekvm_watchdog_waits": {"restart_streamer": 8, "ioctl": 10, "authorize": 10},
+    "onekvm_watchdog_max_actions_per_hour": 30,
+    "onekvm_watchdog_backoff": 0,
+    "onekvm_watchdog_systemd_watchdog_sec": 20,
+}
+
+
+def apply_role(box, **overrides):
+    """Run the role's watchdog tasks against the box with SETTINGS (+ overrides)."""
+    settings = dict(SETTINGS, **overrides)
+    play = [{"hosts": "box", "gather_facts": False, "tasks": [
+        {"name": "Watchdog", "ansible.builtin.include_role": {"name": "onekvm.fleet.onekvm", "tasks_from": "watchdog"}}]}]
+    with tempfile.TemporaryDirectory() as tmp:
+        play_path = os.path.join(tmp, "play.yml")
+        vars_path = os.path.join(tmp, "vars.json")
+        with open(play_path, "w") as f:
+            json.dump(play, f)
+        with open(vars_path, "w") as f:
+            json.dump(settings, f)
+        res = subprocess.run(["ansible-playbook", "-i", box.inventory, play_path, "-e", "@" + vars_path],
+                             capture_output=True, text=True, env=box.ansible_env(), timeout=600, check=False)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    return res
+
+
+def read_json(box, path):
+    res = box.run("cat %s" % path, check=False)
+    return json.loads(res.stdout) if res.returncode == 0 and res.stdout.strip() else None
+
+
+def metrics(box):
+    values = {}
+    for line in box.run("cat %s" % METRICS).stdout.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def wait_for(what, check, timeout=150, every=1.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError("timed out after %ds waiting for %s (last: %r)" % (timeout, what, last))
+
+
+def state_where(box, predicate):
+    def check():
+        state = read_json(box, STATE)
+        return state if state and predicate(state) else None
+    return check
+
+
+def main_pid(box):
+    return int(box.run("systemctl show -p MainPID --value %s" % UNIT).stdout.strip() or 0)
+
+
+def unit_prop(box, prop):
+    return box.run("systemctl show -p %s --value %s" % (prop, UNIT)).stdout.strip()
+
+
+def healthy(box):
+    return wait_for("a healthy capture and watchdog",
+                    state_where(box, lambda s: s["status"] == "ok" and s["verdict"] == "ok"), timeout=180)
+
+
+@pytest.fixture(scope="module")
+def watchdog(box):
+    box.run("onekvm-testbed heal-capture")
+    apply_role(box)
+    assert box.run("systemctl is-active %s" % UNIT, check=False).stdout.strip() == "active"
+    healthy(box)
+    yield box
+    box.run("systemctl stop %s; onekvm-testbed heal-capture" % UNIT, check=False)
+
+
+@pytest.fixture
+def clean(watchdog):
+    """Each test starts from a healed capture, a present dongle and a healthy watchdog."""
+    box = watchdog
+    box.run("systemctl reset-failed %s" % UNIT, check=False)  # the tests restart it more often than StartLimitBurst
+    yield box
+    box.run("onekvm-testbed heal-capture", check=False)
+    if "dongle" not in box.monitor("info usb"):
+        box.monitor("device_add " + DONGLE)
+    if box.run("systemctl is-active %s" % UNIT, check=False).stdout.strip() != "active":
+        box.run("systemctl reset-failed %s; systemctl start %s" % (UNIT, UNIT), check=False)
+    healthy(box)
+
+
+def test_service_is_hardened_and_reports(watchdog):
+    box = watchdog
+    out = box.run("systemd-analyze security --no-pager %s" % UNIT).stdout
+    exposure = float(re.search(r"Overall exposure level for %s: ([0-9.]+)" % re.escape(UNIT), out).group(1))
+    assert exposure <= 3.0, out
+    status = box.cli("status")
+    assert status["status"] == "ok" and status["probes"]["ustreamer"]["ok"] is True
+    assert status["probes"]["dongle"]["ok"] is True and status["pid"] == main_pid(box)
+    values = metrics(box)
+    assert values["onekvm_watchdog_up"] == 1 and values["onekvm_watchdog_checks_total"] >= 1
+    # a second run of the role changes nothing
+    assert '"changed": true' not in apply_role(box).stdout
+
+
+def test_usb_reset_heals_a_dead_capture(clean):
+    box = clean
+    before = metrics(box)
+    mark = box.log_mark()
+    started = time.monotonic()
+    box.run("onekvm-testbed break-capture")
+    failing = wait_for("the failure to be seen", state_where(box, lambda s: s["status"] != "ok"), timeout=60)
+    assert any("ustreamer" in r or "video" in r for r in failing["last_failure"]["reasons"])
+    state = wait_for("recovery", state_where(box, lambda s: s["status"] == "ok" and s["counters"]["recoveries"]
+                                             > before["onekvm_watchdog_recoveries_total"]))
+    took = time.monotonic() - started
+    kernel = box.kernel_log_since(mark)
+    assert re.search(r"usb 1-1\.2: reset \S+ USB device number", kernel), kernel
+    assert "capture healed by a dongle reset" in kernel
+    assert not re.search(r"usb 1-1\.3: reset", kernel)  # the identical twin is left alone
+    assert state["last_action"]["step"] == "ioctl" and state["verdict"] == "ok"
+    after = metrics(box)
+    assert after['onekvm_watchdog_resets_total{method="ioctl"}'] == before['onekvm_watchdog_resets_total{method="ioctl"}'] + 1
+    assert after['onekvm_watchdog_resets_total{method="restart_streamer"}'] > before[
+        'onekvm_watchdog_resets_total{method="restart_streamer"}']
+    assert after["onekvm_watchdog_up"] == 1 and 0 < after["onekvm_watchdog_last_recovery_seconds"] < took
+    assert "streamer exited" in box.run("journalctl -u kvmd --since '-%ds' --no-pager" % int(took + 5)).stdout
+
+
+def test_dongle_unplugged_then_back(clean):
+    box = clean
+    mark = box.log_mark()
+    box.monitor("device_del dongle")
+    state = wait_for("the missing dongle to be seen", state_where(
+        box, lambda s: s["probes"].get("dongle", {}).get("ok") is False and s["status"] != "ok"), timeout=60)
+    assert "not on the USB bus" in state["probes"]["dongle"]["detail"]
+    assert metrics(box)["onekvm_watchdog_up"] == 0
+    assert "usb 1-1.2: USB disconnect" in box.kernel_log_since(mark)
+    box.monitor("device_add " + DONGLE)
+    wait_for("the dongle to count as back", state_where(box, lambda s: s["status"] == "ok" and s["verdict"] == "ok"))
+    assert re.search(r"usb 1-1\.2: new \S+ USB device number", box.kernel_log_since(mark))
+    assert metrics(box)["onekvm_watchdog_up"] == 1
+
+
+def test_nothing_heals_needs_human_and_the_rate_limit_holds(clean):
+    box = clean
+    box.run("systemctl stop %s && rm -f %s" % (UNIT, STATE))  # forget earlier tests' actions in the hourly budget
+    apply_role(box, onekvm_watchdog_max_actions_per_hour=2)
+    try:
+        healthy(box)
+        mark = box.log_mark()
+        box.run("onekvm-testbed break-capture --permanent")
+        state = wait_for("the hourly budget to run out", state_where(box, lambda s: s["rate_limited"]), timeout=120)
+        assert state["status"] == "recovering" and state["next_step"] == "authorize"
+        assert metrics(box)["onekvm_watchdog_rate_limited_total"] >= 1
+        time.sleep(20)  # several checks: the budget must hold
+        assert len(re.findall(r"usb 1-1\.2: reset \S+ USB device number", box.kernel_log_since(mark))) == 1
+        assert read_json(box, STATE)["counters"]["actions"].get("authorize", {}).get("ok", 0) == 0
+    finally:
+        apply_role(box)
+    # with budget enough the ladder runs out and says so, once, then stays quiet (backoff 0)
+    state = wait_for("needs a human", state_where(box, lambda s: s["status"] == "needs_human"), timeout=120)
+    assert state["last_action"]["step"] == "authorize"
+    values = metrics(box)
+    assert values["onekvm_watchdog_needs_human"] == 1 and values["onekvm_watchdog_up"] == 0
+    mark = box.log_mark()
+    time.sleep(15)
+    assert not re.search(r"usb 1-1\.2: reset", box.kernel_log_since(mark))
+    assert read_json(box, STATE)["status"] == "needs_human"
+
+
+def test_sigkill_brings_it_back(clean):
+    box = clean
+    pid = main_pid(box)
+    restarts = int(unit_prop(box, "NRestarts"))
+    box.run("kill -KILL %d" % pid)
+    wait_for("a new main process", lambda: main_pid(box) not in (0, pid) and
+             unit_prop(box, "ActiveState") == "active", timeout=90)
+    assert int(unit_prop(box, "NRestarts")) == restarts + 1
+    wait_for("the new process to write the state", state_where(box, lambda s: s["pid"] == main_pid(box)))
+
+
+def test_hung_check_is_killed_by_systemd(clean):
+    box = clean
+    pid = main_pid(box)
+    since = box.run("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    box.run("kill -STOP %d" % pid)  # a check that never returns: no more WATCHDOG=1 pings
+    wait_for("systemd's watchdog to restart it", lambda: main_pid(box) not in (0, pid) and
+             unit_prop(box, "ActiveState") == "active", timeout=120)
+    journal = box.run("journalctl -u %s --since '%s' --no-pager" % (UNIT, since)).stdout
+    assert "Watchdog timeout" in journal, journal
+
+
+def test_invalid_config_fails_once(clean):
+    box = clean
+    good = box.run("cat %s" % CONFIG).stdout
+    try:
+        box.run("sed -i 's/\"interval\": [0-9.]*/\"interval\": -1/' %s" % CONFIG)
+        box.run("systemctl restart %s" % UNIT, check=False)
+        wait_for("the unit to fail", lambda: unit_prop(box, "ActiveState") == "failed", timeout=60)
+        restarts = unit_prop(box, "NRestarts")
+        time.sleep(12)  # RestartSec is 5: a crash loop would have restarted it by now
+        assert unit_prop(box, "ActiveState") == "failed" and unit_prop(box, "NRestarts") == restarts
+        assert unit_prop(box, "ExecMainStatus") == "2"
+        log = box.run("journalctl -u %s -n 20 --no-pager -o cat" % UNIT).stdout
+        assert "interval must be greater than 0" in log
+    finally:
+        box.run("cat > %s" % CONFIG, input=good)
+        box.run("systemctl reset-failed %s; systemctl start %s" % (UNIT, UNIT))
