@@ -21,9 +21,8 @@ from ._usb import (
     DEV_ROOT,
     METHODS,
     SYSFS_ROOT,
-    list_devices,
+    find_devices,
     reset_devices,
-    select_devices,
 )
 
 
@@ -66,8 +65,7 @@ def run(args) -> dict:
 
 
 def _run_list(args) -> dict:
-    devices = select_devices(list_devices(args.sysfs_root, args.dev_root), allow_many=True, allow_none=True,
-                             **_selectors(args))
+    devices = find_devices(args.sysfs_root, args.dev_root, allow_many=True, allow_none=True, **_selectors(args))
     if args.json:
         return {"devices": [d.as_dict() for d in devices], "count": len(devices)}
     return {"message": "\n".join(_list_line(d) for d in devices) or "no matching USB device"}
@@ -84,7 +82,7 @@ def _run_reset(args) -> dict:
     if not any(v is not None for v in (args.id, args.vendor, args.port, args.bus)):
         raise InvalidArgument("say which device to reset: an id like 534d:2109, --vendor/--product, --port or "
                               "--bus/--address (onekvm usb-list shows them)")
-    devices = select_devices(list_devices(args.sysfs_root, args.dev_root), allow_many=args.all, **_selectors(args))
+    devices = find_devices(args.sysfs_root, args.dev_root, allow_many=args.all, **_selectors(args))
     reports = reset_devices(devices, method=args.method, wait=args.wait, timeout=args.timeout,
                             lock_timeout=args.lock_timeout, power_off_time=args.power_off_time,
                             check_mode=args.dry_run, sysfs_root=args.sysfs_root, dev_root=args.dev_root)

@@ -101,7 +101,8 @@ class UsbDevice:
     def __init__(self, port: str, bus: int, address: int, vid: int, pid: int, serial: str | None = None,
                  manufacturer: str | None = None, product: str | None = None, speed: str | None = None,
                  parent: str | None = None, device_class: int | None = None, authorized: bool = True,
-                 interfaces: list | None = None, nodes: list | None = None, usbfs: str | None = None) -> None:
+                 interfaces: list | None = None, nodes: list | None = None, usbfs: str | None = None,
+                 sysfs_dir: str | None = None, dev_root: str = DEV_ROOT) -> None:
         self.port = port
         self.bus = bus
         self.address = address
@@ -114,9 +115,33 @@ class UsbDevice:
         self.parent = parent
         self.device_class = device_class
         self.authorized = authorized
-        self.interfaces = interfaces or []
-        self.nodes = nodes or []
         self.usbfs = usbfs
+        # interfaces and nodes are read from sysfs on first use: walking a device's sysfs
+        # tree is the slow part of discovery, and selection does not need it
+        self.sysfs_dir = sysfs_dir
+        self.dev_root = dev_root
+        self._interfaces = interfaces
+        self._nodes = nodes
+
+    def load(self) -> UsbDevice:
+        """Read interfaces and device nodes now (a snapshot to compare with later)."""
+        _dummy = (self.interfaces, self.nodes)
+        return self
+
+    @property
+    def interfaces(self) -> list:
+        if self._interfaces is None:
+            try:
+                self._interfaces = _interfaces(self.sysfs_dir, self.port, self.bus) if self.sysfs_dir else []
+            except OSError:  # gone meanwhile
+                self._interfaces = []
+        return self._interfaces
+
+    @property
+    def nodes(self) -> list:
+        if self._nodes is None:
+            self._nodes = _device_nodes(self.sysfs_dir, self.dev_root) if self.sysfs_dir else []
+        return self._nodes
 
     @property
     def id(self) -> str:
@@ -273,8 +298,13 @@ def _device_nodes(dev_dir: str, dev_root: str) -> list:
     return sorted(nodes)
 
 
-def read_device(port: str, sysfs_root: str = SYSFS_ROOT, dev_root: str = DEV_ROOT) -> UsbDevice | None:
-    """The device at sysfs name ``port`` (``1-1.2`` or ``usb1``), or None if there is none."""
+def read_device(port: str, sysfs_root: str = SYSFS_ROOT, dev_root: str = DEV_ROOT,
+                lazy: bool = False) -> UsbDevice | None:
+    """The device at sysfs name ``port`` (``1-1.2`` or ``usb1``), or None if there is none.
+
+    The record is a snapshot (interfaces and nodes read now) unless ``lazy``, when they
+    are read on first use.
+    """
     link = os.path.join(_devices_dir(sysfs_root), port)
     dev_dir = os.path.realpath(link)
     vid = _read_int(os.path.join(dev_dir, "idVendor"), 16)
@@ -283,12 +313,7 @@ def read_device(port: str, sysfs_root: str = SYSFS_ROOT, dev_root: str = DEV_ROO
     address = _read_int(os.path.join(dev_dir, "devnum"))
     if None in (vid, pid, bus, address):
         return None  # absent, or disappearing while we read it
-    try:
-        interfaces = _interfaces(dev_dir, port, bus)
-        nodes = _device_nodes(dev_dir, dev_root)
-    except OSError:
-        return None
-    return UsbDevice(
+    device = UsbDevice(
         port=port, bus=bus, address=address, vid=vid, pid=pid,
         serial=_read(os.path.join(dev_dir, "serial")),
         manufacturer=_read(os.path.join(dev_dir, "manufacturer")),
@@ -297,10 +322,13 @@ def read_device(port: str, sysfs_root: str = SYSFS_ROOT, dev_root: str = DEV_ROO
         parent=_parent_of(port, bus),
         device_class=_read_int(os.path.join(dev_dir, "bDeviceClass"), 16),
         authorized=_read(os.path.join(dev_dir, "authorized"), "1") != "0",
-        interfaces=interfaces,
-        nodes=nodes,
         usbfs=os.path.join(dev_root, "bus", "usb", "%03d" % bus, "%03d" % address),
+        sysfs_dir=dev_dir,
+        dev_root=dev_root,
     )
+    if not lazy:
+        device.load()
+    return device
 
 
 def _sort_key(device: UsbDevice) -> tuple:
@@ -310,7 +338,10 @@ def _sort_key(device: UsbDevice) -> tuple:
 
 
 def list_devices(sysfs_root: str = SYSFS_ROOT, dev_root: str = DEV_ROOT) -> list:
-    """Every USB device sysfs knows, root hubs included, ordered by bus and port path."""
+    """Every USB device sysfs knows, root hubs included, ordered by bus and port path.
+
+    Interfaces and device nodes of each record are read when first used.
+    """
     devices_dir = _devices_dir(sysfs_root)
     try:
         names = os.listdir(devices_dir)
@@ -322,7 +353,7 @@ def list_devices(sysfs_root: str = SYSFS_ROOT, dev_root: str = DEV_ROOT) -> list
     devices = []
     for name in names:
         if PORT_PATH_RE.match(name) or ROOT_HUB_RE.match(name):
-            device = read_device(name, sysfs_root, dev_root)
+            device = read_device(name, sysfs_root, dev_root, lazy=True)  # selection needs no sysfs walk
             if device is not None:
                 devices.append(device)
     return sorted(devices, key=_sort_key)
@@ -396,6 +427,21 @@ def select_devices(devices, *, id=None, vendor=None, product=None, serial=None, 
             selector=wanted, matches=listed,
         )
     return matches
+
+
+def find_devices(sysfs_root: str = SYSFS_ROOT, dev_root: str = DEV_ROOT, **selection) -> list:
+    """``select_devices(list_devices(...), **selection)``, quicker when a port path is given.
+
+    A port path names at most one device, so only that one is read; the whole bus is
+    listed only to build the NotFound message.
+    """
+    port = selection.get("port")
+    if port is not None:
+        normalize_selectors(**{k: v for k, v in selection.items() if k not in ("allow_many", "allow_none")})
+        device = read_device(port.strip(), sysfs_root, dev_root, lazy=True)
+        if device is not None:
+            return select_devices([device], **selection)
+    return select_devices(list_devices(sysfs_root, dev_root), **selection)
 
 
 # -------------------------------------------------------------------------- low level
@@ -504,7 +550,7 @@ def _check_power_cycle(device: UsbDevice, sysfs_root: str, dev_root: str) -> dic
             "method power_cycle cannot switch %s: it sits on a root hub port (%s), whose power the host "
             "controller does not switch per port; plug it into a hub with per-port power switching or use "
             "method ioctl or authorize" % (device.describe(), device.parent), port=device.port)
-    hub = read_device(device.parent, sysfs_root, dev_root)
+    hub = read_device(device.parent, sysfs_root, dev_root, lazy=True)
     if hub is None:
         raise DeviceError("the parent hub %s of %s vanished" % (device.parent, device.port), hub=device.parent)
     mode = hub_power_mode(hub, dev_root)
@@ -608,7 +654,7 @@ def _wait_gone(device: UsbDevice, sysfs_root: str, dev_root: str, timeout: float
 
 
 def _same_device_present(device: UsbDevice, sysfs_root: str, dev_root: str) -> bool:
-    now = read_device(device.port, sysfs_root, dev_root)
+    now = read_device(device.port, sysfs_root, dev_root, lazy=True)
     return now is not None and now.address == device.address
 
 
@@ -679,10 +725,10 @@ def reset_device(device: UsbDevice, method: str = "ioctl", wait: bool = True, ti
         raise InvalidArgument("timeout must be a number of seconds >= 0, got %r" % (timeout,), timeout=timeout)
     started = time.monotonic()
     facts = check_reset_possible(device, method, sysfs_root, dev_root)
-    report = {"port": device.port, "id": device.id, "method": method, "before": device.as_dict(),
-              "after": None, "waited": False}
+    report = {"port": device.port, "id": device.id, "method": method, "before": None, "after": None, "waited": False}
     report.update(facts)
     if check_mode:
+        report["before"] = device.as_dict()
         report["elapsed"] = round(time.monotonic() - started, 3)
         return report
     with hardware_lock(timeout=lock_timeout, path=lock_path):
@@ -690,6 +736,7 @@ def reset_device(device: UsbDevice, method: str = "ioctl", wait: bool = True, ti
         current = read_device(device.port, sysfs_root, dev_root)
         if current is None or current.id != device.id:
             raise _vanished_before(device, current)
+        report["before"] = current.as_dict()  # also the reference the wait compares with
         locked = time.monotonic()  # the timeout counts from here: waiting for the lock has its own
         _run_method(current, method, sysfs_root, dev_root, power_off_time)
         report["reset_seconds"] = round(time.monotonic() - locked, 3)

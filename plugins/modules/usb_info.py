@@ -163,7 +163,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from
 from ansible_collections.onekvm.fleet.plugins.module_utils._errors import OnekvmError
-from ansible_collections.onekvm.fleet.plugins.module_utils._usb import list_devices, select_devices
+from ansible_collections.onekvm.fleet.plugins.module_utils._usb import find_devices
 
 SELECTORS = ("id", "vendor", "product", "serial", "port", "bus", "address")
 
@@ -185,7 +185,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     try:
-        devices = select_devices(list_devices(), allow_many=True, allow_none=True,
+        devices = find_devices(allow_many=True, allow_none=True,
                                  **{key: module.params[key] for key in SELECTORS})
     except OnekvmError as exc:
         fail_from(module, exc)

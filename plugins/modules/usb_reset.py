@@ -282,9 +282,8 @@ from ansible_collections.onekvm.fleet.plugins.module_utils._usb import (
     DEFAULT_POWER_OFF_TIME,
     DEFAULT_TIMEOUT,
     METHODS,
-    list_devices,
+    find_devices,
     reset_devices,
-    select_devices,
 )
 
 SELECTORS = ("id", "vendor", "product", "serial", "port", "bus", "address")
@@ -322,7 +321,7 @@ def main() -> None:
             module.fail_json(msg="%s must be a number of seconds >= 0, got %s" % (name, params[name]))
     started = time.monotonic()
     try:
-        devices = select_devices(list_devices(), allow_many=params["all"],
+        devices = find_devices(allow_many=params["all"],
                                  **{key: params[key] for key in SELECTORS})
         reports = reset_devices(devices, method=params["method"], wait=params["wait"], timeout=params["timeout"],
                                 lock_timeout=params["lock_timeout"], power_off_time=params["power_off_time"],

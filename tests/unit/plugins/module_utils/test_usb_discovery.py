@@ -182,3 +182,48 @@ def test_bad_selectors_are_clear_errors(box, selectors, words):
     with pytest.raises(InvalidArgument) as info:
         _usb.select_devices(devices_of(box), **selectors)
     assert words in info.value.msg
+
+
+# ---------------------------------------------------------------- find_devices
+
+def find(fake, **selection):
+    return _usb.find_devices(fake.sysfs_root, fake.dev_root, **selection)
+
+
+def test_find_by_port_reads_only_that_device(box, monkeypatch):
+    monkeypatch.setattr(_usb, "list_devices", None)  # would fail if the whole bus were listed
+    [twin] = find(box, id="0627:0001", port="1-1.3")
+    assert twin.address == 5 and twin.drivers == ["usbhid"]
+
+
+def test_find_by_port_with_another_device_there_says_what_is_there(box):
+    with pytest.raises(NotFound) as info:
+        find(box, id="534d:2109", port="1-1.3")
+    assert "present: 1-1.3 0627:0001 QEMU USB Tablet" in info.value.msg
+
+
+def test_find_by_empty_port_lists_the_bus(box):
+    with pytest.raises(NotFound) as info:
+        find(box, port="1-1.7")
+    assert "1-3 534d:2109 USB Video" in info.value.msg
+
+
+def test_find_checks_selectors_first(box):
+    with pytest.raises(InvalidArgument):
+        find(box, port="1-1.2/../..")
+    with pytest.raises(InvalidArgument):
+        find(box, port="1-1.2", id="xyz")
+
+
+def test_find_without_port_is_select_on_the_listing(box):
+    assert [d.port for d in find(box, id="0403:6001", allow_many=True)] == ["1-1.1", "1-1.4"]
+    assert find(box, id="dead:beef", allow_none=True) == []
+
+
+def test_listing_reads_interfaces_and_nodes_only_when_asked(box):
+    [tablet] = [d for d in devices_of(box) if d.port == "1-1.2"]
+    box.unbind("1-1.2:1.0")  # a change after listing is seen on first use
+    assert tablet.drivers == []
+    snapshot = _usb.read_device("1-1.3", box.sysfs_root, box.dev_root)
+    box.unbind("1-1.3:1.0")  # read_device takes a snapshot: later changes are not in it
+    assert snapshot.drivers == ["usbhid"]

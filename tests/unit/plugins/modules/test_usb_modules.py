@@ -27,7 +27,7 @@ def box(tmp_path, monkeypatch):
     monkeypatch.setattr(_usb.os, "geteuid", lambda: 0)  # the unit tests may run unprivileged
     roots = dict(sysfs_root=fake.sysfs_root, dev_root=fake.dev_root)
     for module in (usb_reset, usb_info):
-        monkeypatch.setattr(module, "list_devices", functools.partial(_usb.list_devices, **roots))
+        monkeypatch.setattr(module, "find_devices", functools.partial(_usb.find_devices, **roots))
     monkeypatch.setattr(usb_reset, "reset_devices", functools.partial(_usb.reset_devices, **roots))
     return fake
 
