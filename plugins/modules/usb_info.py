@@ -185,8 +185,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     try:
-        devices = find_devices(allow_many=True, allow_none=True,
-                                 **{key: module.params[key] for key in SELECTORS})
+        devices = find_devices(allow_many=True, allow_none=True, **{key: module.params[key] for key in SELECTORS})
     except OnekvmError as exc:
         fail_from(module, exc)
     if not module.params["include_hubs"]:

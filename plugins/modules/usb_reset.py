@@ -321,8 +321,7 @@ def main() -> None:
             module.fail_json(msg="%s must be a number of seconds >= 0, got %s" % (name, params[name]))
     started = time.monotonic()
     try:
-        devices = find_devices(allow_many=params["all"],
-                                 **{key: params[key] for key in SELECTORS})
+        devices = find_devices(allow_many=params["all"], **{key: params[key] for key in SELECTORS})
         reports = reset_devices(devices, method=params["method"], wait=params["wait"], timeout=params["timeout"],
                                 lock_timeout=params["lock_timeout"], power_off_time=params["power_off_time"],
                                 check_mode=module.check_mode)
