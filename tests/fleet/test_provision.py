@@ -1,0 +1,67 @@
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""provision.yml on a small container fleet: no-change re-runs, and the gate stopping a bad rollout.
+
+Runs after test_health_report.py (same session fleet); the last test leaves the canary broken.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from ansible_collections.onekvm.fleet.tests.fleet import containers
+from ansible_collections.onekvm.fleet.tests.fleet.conftest import run
+
+
+def recap(stdout) -> dict:
+    """PLAY RECAP counters per host."""
+    counts = {}
+    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", stdout, re.M):
+        counts[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
+    return counts
+
+
+def provision(fleet, *extra):
+    limit = ["-l", "!" + fleet["gone"]]
+    return run(["ansible-playbook", "-i", fleet["inventory"], *limit, "onekvm.fleet.provision", *extra], env=fleet["env"])
+
+
+def restart_watchdogs(fleet):
+    for name in fleet["names"]:  # the health test stopped one
+        containers.box_exec(name, "systemctl", "start", "onekvm-watchdog.service")
+
+
+def test_rerun_changes_nothing_and_skips_the_role(fleet):
+    restart_watchdogs(fleet)
+    done = provision(fleet)
+    assert done.returncode == 0, done.stdout[-4000:]
+    counts = recap(done.stdout)
+    assert set(counts) == set(fleet["names"])
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), counts
+    assert "Install the box package's modules" not in done.stdout  # the fast path skipped the role
+
+
+def test_full_role_rerun_changes_nothing_either(fleet):
+    done = provision(fleet, "-e", "fleet_fast_path=false")
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert "Install the box package's modules" in done.stdout
+    counts = recap(done.stdout)
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), counts
+
+
+def test_a_bad_setting_stops_at_the_canary(fleet):
+    canary, rest = fleet["names"]
+    before = containers.box_exec(rest, "cat", "/etc/onekvm/watchdog.json").stdout
+    # every box would watch a node that does not exist: the canary's watchdog fails the gate
+    done = provision(fleet, "-e", "onekvm_watchdog_video_node=/dev/kvmd-video-typo", "-e", "fleet_gate_retries=3")
+    assert done.returncode != 0
+    assert "The capture watchdog on %s does not pass the gate" % canary in done.stdout
+    counts = recap(done.stdout)
+    assert counts[canary]["failed"] == 1
+    assert rest not in counts or counts[rest]["ok"] == 0, "the rollout went on past the canary"
+    # the rest of the fleet still runs the old configuration
+    assert containers.box_exec(rest, "cat", "/etc/onekvm/watchdog.json").stdout == before
+    assert json.loads(before)["video_node"] == "/run/fake-video"
+    assert "/dev/kvmd-video-typo" in containers.box_exec(canary, "cat", "/etc/onekvm/watchdog.json").stdout
