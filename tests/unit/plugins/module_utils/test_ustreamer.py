@@ -126,6 +126,8 @@ def test_slow_answer_times_out(server):
     ({"body": b'{"ok": false}'}, "without result.source"),
     ({"body": b"{}", "status": 404}, "HTTP 404"),
     ({"raw": b"garbage\r\n\r\n"}, "malformed HTTP"),
+    ({"raw": b"HTTP/1.0 200 OK\r\nContent-Length: 500\r\n\r\n{\"ok\": true"}, "closed the connection after 11 of 500"),
+    ({"raw": b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello"}, "chunked"),
 ])
 def test_bad_answers_are_device_errors(server, answer, needle):
     server.answer = answer
