@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 ENV = source "$$(scripts/setup.sh)"
 
-.PHONY: setup demo test unit sanity lint testbed-test vm-test molecule image vm-start vm-stop bench clean-cache
+.PHONY: setup demo test unit sanity lint fleet vm-test molecule image vm-start vm-stop bench
 
 setup:            ## install Debian packages + venv + collection path (idempotent)
 	@scripts/setup.sh >/dev/null
@@ -25,6 +25,9 @@ lint:
 
 vm-test:          ## the tests that need the simulated box (boots it once)
 	@$(ENV) && scripts/test-all.sh vm
+
+fleet:            ## playbooks, health report (headless Chromium), EE context, on podman boxes
+	@$(ENV) && scripts/test-all.sh fleet
 
 molecule:
 	@$(ENV) && scripts/test-all.sh molecule

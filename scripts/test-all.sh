@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Run the collection's test stages and print one closing line `total: N passed, N failed`.
-#   scripts/test-all.sh [lint] [sanity] [units] [testbed] [vm] [molecule]   (default: all)
+#   scripts/test-all.sh [lint] [sanity] [units] [testbed] [fleet] [vm] [molecule]   (default: all)
 # Expects the environment from `source "$(scripts/setup.sh)"` (the Makefile does that).
 # PYTEST_ARGS narrows the vm stage (e.g. PYTEST_ARGS=tests/vm/test_usb_reset.py).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STAGES=("$@")
-((${#STAGES[@]})) || STAGES=(lint sanity units testbed vm molecule)
+((${#STAGES[@]})) || STAGES=(lint sanity units testbed fleet vm molecule)
 LOGDIR=${ONEKVM_TEST_LOGS:-$ROOT/tests/output/logs}
 mkdir -p "$LOGDIR"
 # a private copy per run: ansible-test needs .../ansible_collections/onekvm/fleet, and runs
@@ -48,6 +48,7 @@ for stage in "${STAGES[@]}"; do
     sanity)   run_stage sanity bash -c "cd '$COPY' && ansible-test sanity --requirements --python 3.13 --color no" ;;
     units)    run_stage units bash -c "cd '$COPY' && ansible-test units --local --python 3.13 --color no" ;;
     testbed)  run_stage testbed bash -c "cd '$COPY' && python -m pytest -q -p no:cacheprovider tests/testbed" ;;
+    fleet)    run_stage fleet bash -c "cd '$COPY' && python -m pytest -v -p no:cacheprovider tests/fleet" ;;
     vm)       run_stage vm bash -c "cd '$COPY' && python -m pytest -v -p no:cacheprovider ${PYTEST_ARGS:-tests/vm}" ;;
     molecule) run_stage molecule bash -c "'$ROOT/scripts/molecule.sh'" ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
