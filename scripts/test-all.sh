@@ -7,7 +7,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STAGES=("$@")
 ((${#STAGES[@]})) || STAGES=(lint sanity units testbed fleet vm molecule)
-LOGDIR=${ONEKVM_TEST_LOGS:-$ROOT/tests/output/logs}
+LOGDIR=${ONEKVM_TEST_LOGS:-$ROOT/tests/output/logs/$(date +%Y%m%d-%H%M%S)-$$}
 mkdir -p "$LOGDIR"
 # a private copy per run: ansible-test needs .../ansible_collections/onekvm/fleet, and runs
 # started side by side must not resync each other's tree
