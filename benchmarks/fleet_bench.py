@@ -6,8 +6,10 @@
 For each N (ONEKVM_BENCH_FLEET, default "5,10,20") N fresh systemd containers are started
 (tests/fleet/containers.py) and, in the same run on the same hosts:
 
-- first provision: `ansible-playbook onekvm.fleet.provision` (canary-first rollout, gate);
-- no-change re-run: the same again (must report changed=0 on every box);
+- first provision: `ansible-playbook onekvm.fleet.provision` in one batch (fleet_serial
+  ["100%"]: the canary batches would only add the role's per-batch time twice more);
+- no-change re-run: the real command, canary first (1, 25 %, the rest) with the health gate
+  after each batch; it must report changed=0 on every box;
 - ping round: `ansible onekvm -m ansible.builtin.ping`.
 
 All three run with ANSIBLE_PIPELINING=True, strategy free, forks = min(N, 20), through the
@@ -68,7 +70,7 @@ def one_size(n: int, image: str, workdir: str) -> dict:
         began = time.monotonic()
         containers.start_boxes(names, image, boot_timeout=180)
         boot = time.monotonic() - began
-        first, first_out = timed(provision, env)
+        first, first_out = timed(provision + ["-e", '{"fleet_serial": ["100%"]}'], env)
         rerun, rerun_out = timed(provision, env)
         ping, ping_out = timed(["ansible", "-i", inventory, "onekvm", "-m", "ansible.builtin.ping"], env)
     finally:

@@ -90,8 +90,9 @@ _value:
           type: str
         watchdog:
           description: >-
-            The watchdog: C(service) (unit state), C(status), C(message), C(failing_since), C(reasons), C(last_action),
-            C(counters), C(last_recovery) (C(at), C(seconds)), C(checked_at); null when the box has no watchdog state.
+            The watchdog: C(service) (unit state), C(status), C(message), C(failing_since), C(reasons), C(last_failure),
+            C(last_action), C(counters), C(last_recovery) (C(at), C(seconds)), C(checked_at); each null (or empty)
+            when unknown. Null when the box has no watchdog (C(onekvm_watchdog_enabled=false)).
           type: dict
         usb:
           description: USB devices (C(port), C(id), C(product), C(nodes)), null when not listed.
@@ -147,7 +148,10 @@ def _add_watchdog(entry, box):
         return
     state = parse_json_object(box.get("watchdog_stdout"))
     unit = box.get("watchdog_unit")
-    watchdog = {"service": unit}
+    # every key present (null when unknown): the page and JSON readers need not guess
+    watchdog = dict.fromkeys(("status", "message", "failing_since", "last_failure", "last_action", "last_recovery",
+                              "checked_at"))
+    watchdog.update(service=unit, reasons=[], counters={})
     entry["watchdog"] = watchdog
     if unit != "active":
         entry["problems"].append("the watchdog service is %s" % (unit or "unknown"))
@@ -209,7 +213,7 @@ def _add_ch9329(entry, box):
 
 def summarize(entries):
     counts = {state: sum(1 for e in entries if e["state"] == state) for state in STATE_ORDER}
-    watchdogs = [(e["name"], e["watchdog"]) for e in entries if e["watchdog"] and "status" in e["watchdog"]]
+    watchdogs = [(e["name"], e["watchdog"]) for e in entries if e["watchdog"] and e["watchdog"]["status"]]
     recoveries = [(name, w["last_recovery"]) for name, w in watchdogs if w["last_recovery"] and w["last_recovery"]["epoch"]]
     latest = max(recoveries, key=lambda r: r[1]["epoch"]) if recoveries else None
     counts.update(

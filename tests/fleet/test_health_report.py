@@ -79,7 +79,9 @@ def report(fleet, tmp_path_factory):
     healed, stopped = fleet["names"]
     # a real failure and recovery on the first box: its watched node disappears, then returns
     containers.box_exec(healed, "rm", "-f", "/run/fake-video")
-    wait_for(lambda: watchdog_state(healed)["status"] != "ok", 30, "the watchdog to notice the missing node")
+    # restored only once a step ran: restored within the grace period it would count as a glitch
+    wait_for(lambda: watchdog_state(healed)["status"] in ("recovering", "needs_human"), 30,
+             "the watchdog to act on the missing node")
     containers.box_exec(healed, "touch", "/run/fake-video")
     wait_for(lambda: watchdog_state(healed)["counters"]["recoveries"] >= 1, 30, "the watchdog to record the recovery")
     # the second box's watchdog is down
@@ -106,8 +108,9 @@ def test_json_has_every_box_failing_first(fleet, report):
     assert box["kvmd"] == "active" and box["watchdog"]["status"] == "ok"
     assert box["watchdog"]["last_recovery"]["at"] and box["watchdog"]["counters"]["recoveries"] >= 1
     assert data["summary"]["last_recovery"]["box"] == healed
-    assert box["warnings"] and box["warnings"][0].startswith("CH9329 did not answer")
-    assert box["usb"] == []  # containers have no USB devices
+    # containers have neither USB in sysfs nor a serial port: warnings, not failures
+    assert [w.split(":")[0] for w in box["warnings"]] == ["USB devices not listed", "CH9329 did not answer"]
+    assert box["usb"] is None
     assert "1 failing, 1 unreachable" in report["stdout"]
 
 

@@ -1,0 +1,54 @@
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The health page template renders every kind of box (no containers needed).
+
+The report comes from the real fleet_health filter fed with collected data of each kind;
+the page is rendered by ansible.builtin.template exactly as health.yml does it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ansible_collections.onekvm.fleet.plugins.filter.fleet_health import fleet_health
+from ansible_collections.onekvm.fleet.tests.fleet.conftest import ROOT, run
+from ansible_collections.onekvm.fleet.tests.unit.plugins.filter.test_fleet_health import T0, collected, watchdog_state
+
+TEMPLATE = os.path.join(ROOT, "playbooks", "templates", "fleet-health.html.j2")
+
+
+def every_kind_of_box() -> dict:
+    healed = watchdog_state(last_failure={"since": T0, "ended": T0 + 9, "outcome": "recovered", "reasons": ["x"]},
+                            last_action={"step": "ioctl", "result": "ok", "at": T0 + 5})
+    healed["counters"].update(recoveries=1, last_recovery_seconds=9, actions={"ioctl": {"ok": 1, "failed": 0, "skipped": 0}})
+    missing = json.dumps({"failed": True, "msg": "no watchdog state", "exit_code": 3})
+    boxes = [
+        collected("healed", healed),
+        collected("no-state", watchdog_unit="inactive", watchdog_rc=3, watchdog_stdout=missing),
+        collected("no-watchdog", watchdog_enabled=False, usb=None, ch9329_skipped=True),
+        collected("needs-human<script>", watchdog_state("needs_human")),
+        {"name": "gone", "reachable": False, "error": "ssh: connect to host 192.0.2.9 port 22: Connection timed out"},
+    ]
+    return fleet_health([b["name"] for b in boxes] + ["never-collected"], boxes, generated_at="2026-11-23T22:00:00Z")
+
+
+def test_template_renders_every_kind_of_box(tmp_path, coll_path):
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(every_kind_of_box()))
+    page = tmp_path / "fleet-health.html"
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=coll_path, ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="False")
+    done = run(["ansible", "localhost", "-c", "local", "-m", "ansible.builtin.template",
+                "-a", "src=%s dest=%s mode=0644" % (TEMPLATE, page),
+                "-e", "{\"fleet_health_report\": %s}" % report.read_text(),
+                "-e", "ansible_python_interpreter=auto_silent"], env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    html = page.read_text()
+    order = [html.index('data-box="%s"' % name) for name in ("gone", "never-collected", "needs-human&lt;script&gt;",
+                                                             "no-state", "healed", "no-watchdog")]
+    assert order == sorted(order), "failing and unreachable boxes first"
+    assert "<script>" not in html  # names are escaped
+    assert "service inactive, no state" in html
+    assert "healed in 9 s" in html and "ioctl: 1 ok / 0 failed" in html
+    assert 'id="summary-unreachable"><b>2</b>' in html
