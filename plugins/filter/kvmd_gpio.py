@@ -1,0 +1,461 @@
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Turn a list of buttons into kvmd's ``kvmd.gpio`` section (drivers, scheme, view).
+
+This is the one place that decides what kvmd sees: the role's template only dumps the
+result. Every button is checked here against kvmd's own rules (names, reserved names,
+entry points, view syntax, colours, visibility), and the error names the button.
+"""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: kvmd_gpio
+short_description: Render kvmd GPIO buttons into the C(kvmd.gpio) config section
+version_added: 1.0.0
+author: onekvm.fleet maintainers
+description:
+  - Turns a list of button descriptions into the C(drivers), C(scheme) and C(view) parts of kvmd's
+    C(kvmd.gpio) section, consistent by construction (every channel has its driver and its place in the view).
+  - Validates every button first and fails with a message naming the button on a name that does not match
+    kvmd's name rules, a reserved C(__x__) name, a duplicate name, a relative entry point, C(|) or a newline in a
+    label, an unknown LED colour, a button that would be invisible (O(_input[].switch=false) and no pulse),
+    unknown keys, or non-boolean flags.
+  - Button kinds. V(cmd) runs a command once per press (kvmd's C(cmd) driver). V(relay) pulses a channel of a
+    serial (LCUS) USB relay through the C(onekvm relay pulse) box command. V(hidrelay) drives a HID USB relay with
+    kvmd's native C(hidrelay) driver. V(led) shows the result of a command as a lamp (kvmd's C(cmdret) driver,
+    on when it exits 0). V(label) and V(separator) only shape the table.
+  - Commands that need root (O(_input[].sudo=true), the default for V(relay)) run as C(sudo -n <command>);
+    P(onekvm.fleet.kvmd_gpio_sudoers#filter) lists exactly those commands for a sudoers drop-in.
+options:
+  _input:
+    description: The buttons, in display order. Each item is a dictionary.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description:
+          - Channel name (and driver name for V(cmd), V(relay) and V(led)).
+          - Must match C(^[a-zA-Z_][a-zA-Z0-9_-]*$) and must not look like C(__x__). Not used by V(label) and V(separator).
+        type: str
+      kind:
+        description: What the item is.
+        type: str
+        choices: [cmd, relay, hidrelay, led, label, separator]
+        default: cmd
+      label:
+        description:
+          - Text of the button (default the name). For V(led) a text shown before the lamp. For V(label) the text itself.
+          - Must not contain C(|) or a newline.
+        type: str
+      cmd:
+        description: For V(cmd) and V(led), the command as an argument list; the first item is an absolute path.
+        type: list
+        elements: str
+      sudo:
+        description: Run the command through C(sudo -n) (kvmd runs buttons as user C(kvmd)). Default V(false), V(true) for V(relay).
+        type: bool
+      confirm:
+        description: Ask for confirmation before acting.
+        type: bool
+        default: false
+      hide:
+        description: kvmd's C(hide) view option for the button.
+        type: bool
+        default: false
+      switch:
+        description: Show a switch (kvmd's C(switch)); buttons that only pulse keep the default V(false).
+        type: bool
+        default: false
+      pulse:
+        description:
+          - kvmd's pulse settings, a dictionary with C(delay), C(min_delay), C(max_delay) (seconds), or V(false) for no pulse.
+          - Omitted means kvmd's default pulse.
+        type: raw
+      inverted:
+        description: Invert the channel's logic (kvmd's C(inverted)).
+        type: bool
+      channel:
+        description: For V(relay), the relay channel (1 to 8).
+        type: int
+      channels:
+        description:
+          - For V(relay), how many relays the board has (passed to C(onekvm relay --channels) when not 1).
+          - Default the smallest board size (1, 2, 4, 8) that has O(_input[].channel).
+        type: int
+        choices: [1, 2, 4, 8]
+      duration:
+        description: For V(relay), how long the relay stays closed, in seconds.
+        type: float
+        default: 0.5
+      port:
+        description: For V(relay), the relay's serial port.
+        type: str
+        default: /dev/onekvm-relay
+      device:
+        description: For V(hidrelay), the relay's C(/dev/hidrawN) path (a stable udev name is best).
+        type: str
+      pin:
+        description: For V(hidrelay), kvmd's pin number of the relay (V(0) is the first relay).
+        type: int
+      driver:
+        description: For V(hidrelay), the name of the driver shared by all buttons on the same device (default derived from the device).
+        type: str
+      color:
+        description: For V(led), the lamp colour.
+        type: str
+        choices: [green, yellow, red, blue, cyan, magenta, pink, white]
+        default: green
+      inline:
+        description: Put the item in the same row as the previous one instead of a new row.
+        type: bool
+        default: false
+  title:
+    description: The header title of the GPIO menu. Omitted means kvmd's default.
+    type: str
+  onekvm_bin:
+    description: Path of the box command C(onekvm) (used by V(relay) buttons).
+    type: str
+    default: /usr/local/bin/onekvm
+  sudo_bin:
+    description: Path of C(sudo) on the box.
+    type: str
+    default: /usr/bin/sudo
+"""
+
+EXAMPLES = r"""
+- name: The seed note's KVM switch button as one relay entry plus a command button
+  ansible.builtin.copy:
+    dest: /etc/kvmd/override.d/gpio.yaml
+    content: "{{ {'kvmd': {'gpio': buttons | onekvm.fleet.kvmd_gpio(title='Machines')}} | to_nice_yaml(indent=4) }}"
+    mode: "0644"
+  vars:
+    buttons:
+      - name: toggle_switch
+        kind: relay
+        channel: 1
+        label: Switch KVM machine
+        confirm: true
+      - kind: separator
+      - name: host_up
+        kind: led
+        cmd: [/usr/bin/ping, -c1, -W1, 192.0.2.10]
+        label: Host
+"""
+
+RETURN = r"""
+_value:
+  description:
+    - The C(kvmd.gpio) section with keys C(drivers), C(scheme) and C(view) (C(view.header.title) only when O(title) is set).
+    - "For a V(cmd) button C(toggle_switch): C(drivers.toggle_switch={type: cmd, cmd: [...]}),
+      C(scheme.toggle_switch={driver: toggle_switch, pin: 0, mode: output, switch: false}) and the view row
+      C(toggle_switch|confirm|Switch KVM machine)."
+  type: dict
+"""
+
+import re
+
+from ansible.errors import AnsibleFilterError
+
+NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]*$")
+RESERVED_RE = re.compile(r"^__.*__$")
+LED_COLORS = ("green", "yellow", "red", "blue", "cyan", "magenta", "pink", "white")
+KINDS = ("cmd", "relay", "hidrelay", "led", "label", "separator")
+COMMON_KEYS = {"kind", "inline"}
+KIND_KEYS = {
+    "cmd": {"name", "label", "cmd", "sudo", "confirm", "hide", "switch", "pulse", "inverted"},
+    "relay": {"name", "label", "channel", "channels", "duration", "port", "sudo", "confirm", "hide", "pulse"},
+    "hidrelay": {"name", "label", "device", "pin", "driver", "confirm", "hide", "switch", "pulse", "inverted"},
+    "led": {"name", "label", "cmd", "sudo", "color", "inverted"},
+    "label": {"label"},
+    "separator": set(),
+}
+PULSE_KEYS = ("delay", "min_delay", "max_delay")
+RELAY_BOARD_SIZES = (1, 2, 4, 8)
+
+
+class _Item:
+    """A checked button: what goes into drivers, scheme and the view row."""
+
+    def __init__(self, where, kind, inline):
+        self.where = where
+        self.kind = kind
+        self.inline = inline
+        self.driver_name = None
+        self.driver = None
+        self.channel = None
+        self.scheme = None
+        self.view = []  # the items this button adds to its row; None means a separator row
+        self.sudo_argv = None
+
+
+def _fail(where, problem, fix):
+    raise AnsibleFilterError("kvmd_gpio: %s: %s. %s" % (where, problem, fix))
+
+
+def _where(index, raw):
+    name = raw.get("name") if isinstance(raw, dict) else None
+    if name:
+        return "button %r (item %d)" % (name, index + 1)
+    return "item %d" % (index + 1)
+
+
+def _flag(where, raw, key, default):
+    value = raw.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        _fail(where, "%s must be true or false, got %r" % (key, value), "Write true or false (kvmd reads yes/no/on/off as strings).")
+    return value
+
+
+def _text(where, raw, key, default):
+    value = raw.get(key)
+    if value is None:
+        value = default
+    if not isinstance(value, str) or not value.strip():
+        _fail(where, "%s must be a non-empty string, got %r" % (key, value), "Give it a short text.")
+    if "|" in value or "\n" in value or "\r" in value:
+        _fail(where, "%s %r contains '|' or a line break" % (key, value), "kvmd splits view items on '|': remove it.")
+    return value.strip()
+
+
+def _name(where, raw, key="name"):
+    name = raw.get(key)
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        _fail(where, "%s %r does not match kvmd's pattern ^[a-zA-Z_][a-zA-Z0-9_-]*$" % (key, name),
+              "Use letters, digits, '_' and '-', starting with a letter or '_'.")
+    if RESERVED_RE.match(name):
+        _fail(where, "%s %r is reserved by kvmd (names like __x__)" % (key, name), "Choose another name.")
+    return name
+
+
+def _argv(where, raw, sudo):
+    cmd = raw.get("cmd")
+    if not isinstance(cmd, list) or not cmd or not all(isinstance(arg, (str, int, float)) and not isinstance(arg, bool) for arg in cmd):
+        _fail(where, "cmd must be a non-empty list of strings, got %r" % (cmd,), "Write the command as a list: [/absolute/path, arg, ...].")
+    argv = [str(arg) for arg in cmd]
+    if not argv[0].startswith("/"):
+        _fail(where, "the entry point %r is not an absolute path" % argv[0], "kvmd runs it without a shell or PATH: give the full path.")
+    for arg in argv:
+        if "\n" in arg or "\0" in arg:
+            _fail(where, "argument %r contains a line break or NUL" % arg, "Remove it.")
+    if argv[0].rsplit("/", 1)[-1] == "sudo":
+        _fail(where, "cmd starts with sudo", "Write the command itself and set sudo: true, so the sudoers rule is made for it.")
+    if sudo:
+        for arg in argv:
+            if not arg or any(c.isspace() for c in arg):
+                _fail(where, "argument %r is empty or has whitespace, which a sudoers rule cannot match exactly" % arg,
+                      "Use arguments without spaces, or a wrapper script.")
+    return argv
+
+
+def _number(where, value, what, low, high=None, integer=False):
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < low or (high is not None and value > high):
+        limits = "%s to %s" % (low, high) if high is not None else "at least %s" % low
+        _fail(where, "%s must be a %s %s, got %r" % (what, "whole number" if integer else "number", limits, value), "Fix the value.")
+    return value
+
+
+def _pulse(where, raw):
+    if "pulse" not in raw or raw["pulse"] is None:
+        return None
+    pulse = raw["pulse"]
+    if pulse is False:
+        return {"delay": 0}
+    if not isinstance(pulse, dict) or not pulse or set(pulse) - set(PULSE_KEYS):
+        _fail(where, "pulse must be false or a dict with delay, min_delay, max_delay, got %r" % (pulse,), "Fix the pulse setting.")
+    result = {key: _number(where, pulse[key], "pulse." + key, 0) for key in PULSE_KEYS if key in pulse}
+    if "min_delay" in result and "max_delay" in result and result["min_delay"] > result["max_delay"]:
+        _fail(where, "pulse.min_delay is above pulse.max_delay", "Swap or fix them.")
+    return result
+
+
+def _output_scheme(where, raw, driver, pin):
+    switch = _flag(where, raw, "switch", False)
+    pulse = _pulse(where, raw)
+    if not switch and pulse is not None and not pulse.get("delay", 0.1):
+        _fail(where, "switch is false and pulse is off: kvmd would treat it as a constant and show no button",
+              "Enable the pulse or set switch: true.")
+    scheme = {"driver": driver, "pin": pin, "mode": "output", "switch": switch}
+    if pulse is not None:
+        scheme["pulse"] = pulse
+    if "inverted" in raw:
+        scheme["inverted"] = _flag(where, raw, "inverted", False)
+    return scheme
+
+
+def _output_view(where, raw, channel):
+    label = _text(where, raw, "label", channel)
+    options = [opt for opt in ("confirm", "hide") if _flag(where, raw, opt, False)]
+    if options:
+        return ["%s|%s|%s" % (channel, ",".join(options), label)]
+    return ["%s|%s" % (channel, label)]
+
+
+def _command_button(item, raw, sudo_bin):
+    item.channel = item.driver_name = _name(item.where, raw)
+    sudo = _flag(item.where, raw, "sudo", False)
+    argv = _argv(item.where, raw, sudo)
+    item.driver = {"type": "cmd", "cmd": ([sudo_bin, "-n"] + argv) if sudo else argv}
+    item.sudo_argv = argv if sudo else None
+    item.scheme = _output_scheme(item.where, raw, item.driver_name, 0)
+    item.view = _output_view(item.where, raw, item.channel)
+
+
+def _relay_button(item, raw, sudo_bin, onekvm_bin):
+    item.channel = item.driver_name = _name(item.where, raw)
+    channel = _number(item.where, raw.get("channel"), "channel", 1, 8, integer=True)
+    channels = raw.get("channels", min(count for count in RELAY_BOARD_SIZES if count >= channel))
+    if channels not in RELAY_BOARD_SIZES or isinstance(channels, bool) or channel > channels:
+        _fail(item.where, "channels (the board's relay count) must be one of 1, 2, 4, 8 and at least channel %d, got %r" % (channel, channels),
+              "Set channels to the number of relays on the board.")
+    duration = _number(item.where, raw.get("duration", 0.5), "duration", 0.05, 10)
+    port = raw.get("port", "/dev/onekvm-relay")
+    if not isinstance(port, str) or not port.startswith("/dev/"):
+        _fail(item.where, "port must be the relay's /dev path, got %r" % (port,), "Give its udev name (default /dev/onekvm-relay) or /dev/ttyUSBN.")
+    relay_cmd = [onekvm_bin, "relay", "pulse", "--channel", str(channel)]
+    if channels != 1:
+        relay_cmd += ["--channels", str(channels)]
+    relay_cmd += ["--duration", str(duration), "--port", port]
+    sudo = _flag(item.where, raw, "sudo", True)
+    argv = _argv(item.where, {"cmd": relay_cmd}, sudo)
+    item.driver = {"type": "cmd", "cmd": ([sudo_bin, "-n"] + argv) if sudo else argv}
+    item.sudo_argv = argv if sudo else None
+    item.scheme = _output_scheme(item.where, raw, item.driver_name, 0)
+    item.view = _output_view(item.where, raw, item.channel)
+
+
+def _hidrelay_button(item, raw):
+    item.channel = _name(item.where, raw)
+    device = raw.get("device")
+    if not isinstance(device, str) or not device.startswith("/dev/"):
+        _fail(item.where, "device must be the relay's /dev path, got %r" % (device,), "Give its /dev/hidrawN path or a udev symlink.")
+    default_driver = "hidrelay_" + re.sub(r"[^a-zA-Z0-9_-]", "_", device[len("/dev/"):])
+    item.driver_name = _name(item.where, dict(driver=raw.get("driver", default_driver)), "driver")
+    item.driver = {"type": "hidrelay", "device": device}
+    pin = _number(item.where, raw.get("pin"), "pin", 0, 7, integer=True)
+    item.scheme = _output_scheme(item.where, raw, item.driver_name, pin)
+    item.view = _output_view(item.where, raw, item.channel)
+
+
+def _led(item, raw, sudo_bin):
+    item.channel = item.driver_name = _name(item.where, raw)
+    sudo = _flag(item.where, raw, "sudo", False)
+    argv = _argv(item.where, raw, sudo)
+    item.driver = {"type": "cmdret", "cmd": ([sudo_bin, "-n"] + argv) if sudo else argv}
+    item.sudo_argv = argv if sudo else None
+    item.scheme = {"driver": item.driver_name, "pin": 0, "mode": "input"}
+    if "inverted" in raw:
+        item.scheme["inverted"] = _flag(item.where, raw, "inverted", False)
+    color = raw.get("color", "green")
+    if color not in LED_COLORS:
+        _fail(item.where, "unknown LED colour %r" % (color,), "Use one of: %s." % ", ".join(LED_COLORS))
+    item.view = ["%s|%s" % (item.channel, color)]
+    if raw.get("label") is not None:
+        item.view.insert(0, "#" + _text(item.where, raw, "label", None))
+
+
+def _check_item(index, raw, onekvm_bin, sudo_bin):
+    where = _where(index, raw)
+    if not isinstance(raw, dict):
+        _fail(where, "expected a dict, got %r" % (raw,), "Describe each button as a dict with name, label, cmd, ...")
+    kind = raw.get("kind", "cmd")
+    if kind not in KINDS:
+        _fail(where, "unknown kind %r" % (kind,), "Use one of: %s." % ", ".join(KINDS))
+    unknown = sorted(set(raw) - KIND_KEYS[kind] - COMMON_KEYS)
+    if unknown:
+        _fail(where, "unknown keys for kind %s: %s" % (kind, ", ".join(map(str, unknown))),
+              "Allowed: %s." % ", ".join(sorted(KIND_KEYS[kind] | COMMON_KEYS)))
+    item = _Item(where, kind, _flag(where, raw, "inline", False))
+    if kind == "cmd":
+        _command_button(item, raw, sudo_bin)
+    elif kind == "relay":
+        _relay_button(item, raw, sudo_bin, onekvm_bin)
+    elif kind == "hidrelay":
+        _hidrelay_button(item, raw)
+    elif kind == "led":
+        _led(item, raw, sudo_bin)
+    elif kind == "label":
+        item.view = ["#" + _text(where, raw, "label", None)]
+    else:
+        item.view = None
+        if item.inline:
+            _fail(where, "a separator cannot be inline", "Remove inline: it is a whole row.")
+    return item
+
+
+def check_buttons(buttons, onekvm_bin="/usr/local/bin/onekvm", sudo_bin="/usr/bin/sudo"):
+    """Check every button and return them as _Item objects (raises AnsibleFilterError)."""
+    if not isinstance(buttons, list):
+        raise AnsibleFilterError("kvmd_gpio: the buttons must be a list, got %s. Give a list of dicts." % type(buttons).__name__)
+    for path in (onekvm_bin, sudo_bin):
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise AnsibleFilterError("kvmd_gpio: %r is not an absolute path. Give the full path of the command." % (path,))
+    items = [_check_item(index, raw, onekvm_bin, sudo_bin) for index, raw in enumerate(buttons)]
+    channels, drivers = {}, {}
+    for item in items:
+        if item.channel is not None:
+            if item.channel in channels:
+                _fail(item.where, "the name %r is already used by %s" % (item.channel, channels[item.channel]), "Names must be unique.")
+            channels[item.channel] = item.where
+        if item.driver_name is not None:
+            previous = drivers.get(item.driver_name)
+            if previous is not None and previous[1] != item.driver:
+                _fail(item.where, "the driver name %r is already used by %s with other settings" % (item.driver_name, previous[0]),
+                      "Give this button another name or driver.")
+            drivers.setdefault(item.driver_name, (item.where, item.driver))
+    return items
+
+
+def kvmd_gpio(buttons, title=None, onekvm_bin="/usr/local/bin/onekvm", sudo_bin="/usr/bin/sudo"):
+    """The kvmd.gpio section for these buttons."""
+    items = check_buttons(buttons, onekvm_bin, sudo_bin)
+    section = {"drivers": {}, "scheme": {}, "view": {"table": []}}
+    table = section["view"]["table"]
+    for item in items:
+        if item.driver_name is not None:
+            section["drivers"][item.driver_name] = item.driver
+        if item.channel is not None:
+            section["scheme"][item.channel] = item.scheme
+        if item.view is None:
+            table.append([])
+        elif item.inline and table and table[-1]:
+            table[-1].extend(item.view)
+        else:
+            table.append(list(item.view))
+    if title is not None:
+        if not isinstance(title, str) or "\n" in title:
+            raise AnsibleFilterError("kvmd_gpio: the title must be a one-line string, got %r. Fix onekvm_gpio_title." % (title,))
+        section["view"]["header"] = {"title": title}
+    return section
+
+
+def _sudoers_escape(arg):
+    # sudoers treats these as syntax inside a command's arguments
+    return re.sub(r"([\\,:=])", r"\\\1", arg)
+
+
+def kvmd_gpio_sudoers(buttons, onekvm_bin="/usr/local/bin/onekvm", sudo_bin="/usr/bin/sudo"):
+    """The exact commands (sudoers Cmnd syntax, escaped) that the buttons run through sudo, in order, without repeats."""
+    commands = []
+    for item in check_buttons(buttons, onekvm_bin, sudo_bin):
+        if item.sudo_argv:
+            argv = [_sudoers_escape(arg) for arg in item.sudo_argv]
+            command = " ".join(argv) if len(argv) > 1 else argv[0] + ' ""'  # "" = no arguments allowed
+            if command not in commands:
+                commands.append(command)
+    return commands
+
+
+class FilterModule:
+    """kvmd GPIO rendering."""
+
+    def filters(self):
+        return {
+            "kvmd_gpio": kvmd_gpio,
+            "kvmd_gpio_sudoers": kvmd_gpio_sudoers,
+        }

@@ -1,0 +1,199 @@
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The kvmd_gpio filters: what kvmd sees for a button list, and what they refuse."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from ansible.errors import AnsibleFilterError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ansible_collections.onekvm.fleet.plugins.filter.kvmd_gpio import FilterModule, kvmd_gpio, kvmd_gpio_sudoers
+
+SEED_BUTTON = {
+    "name": "toggle_switch",
+    "cmd": ["/usr/local/bin/kvm-switch", "next"],
+    "confirm": True,
+    "label": "Switch KVM machine",
+}
+
+
+def test_seed_note_example_comes_out_equivalent():
+    gpio = kvmd_gpio([SEED_BUTTON])
+    assert gpio == {
+        "drivers": {"toggle_switch": {"type": "cmd", "cmd": ["/usr/local/bin/kvm-switch", "next"]}},
+        "scheme": {"toggle_switch": {"driver": "toggle_switch", "pin": 0, "mode": "output", "switch": False}},
+        "view": {"table": [["toggle_switch|confirm|Switch KVM machine"]]},
+    }
+
+
+def test_yaml_dump_keeps_real_booleans():
+    text = yaml.safe_dump({"kvmd": {"gpio": kvmd_gpio([SEED_BUTTON])}})
+    assert "switch: false" in text
+    assert yaml.safe_load(text)["kvmd"]["gpio"]["scheme"]["toggle_switch"]["switch"] is False
+
+
+def test_serial_relay_button_runs_the_box_command_through_sudo():
+    gpio = kvmd_gpio([{"name": "toggle_switch", "kind": "relay", "channel": 2, "duration": 0.3, "label": "Switch", "confirm": True}])
+    assert gpio["drivers"]["toggle_switch"] == {
+        "type": "cmd",
+        "cmd": ["/usr/bin/sudo", "-n", "/usr/local/bin/onekvm", "relay", "pulse", "--channel", "2", "--channels", "2",
+                "--duration", "0.3", "--port", "/dev/onekvm-relay"],
+    }
+    assert gpio["scheme"]["toggle_switch"] == {"driver": "toggle_switch", "pin": 0, "mode": "output", "switch": False}
+    assert gpio["view"]["table"] == [["toggle_switch|confirm|Switch"]]
+
+
+def test_relay_on_a_four_channel_board():
+    gpio = kvmd_gpio([{"name": "r", "kind": "relay", "channel": 3, "channels": 4}, {"name": "one", "kind": "relay", "channel": 1}])
+    assert gpio["drivers"]["r"]["cmd"][5:9] == ["--channel", "3", "--channels", "4"]
+    assert "--channels" not in gpio["drivers"]["one"]["cmd"]
+
+
+def test_relay_without_sudo_and_custom_paths():
+    gpio = kvmd_gpio([{"name": "r", "kind": "relay", "channel": 1, "sudo": False, "port": "/dev/ttyUSB3"}], onekvm_bin="/opt/onekvm")
+    assert gpio["drivers"]["r"]["cmd"][:2] == ["/opt/onekvm", "relay"]
+    assert gpio["drivers"]["r"]["cmd"][-1] == "/dev/ttyUSB3"
+
+
+def test_hid_relays_on_one_device_share_one_driver():
+    gpio = kvmd_gpio([
+        {"name": "power", "kind": "hidrelay", "device": "/dev/hidraw0", "pin": 0, "label": "Power", "confirm": True},
+        {"name": "reset", "kind": "hidrelay", "device": "/dev/hidraw0", "pin": 1, "label": "Reset", "inline": True},
+    ])
+    assert gpio["drivers"] == {"hidrelay_hidraw0": {"type": "hidrelay", "device": "/dev/hidraw0"}}
+    assert gpio["scheme"]["reset"] == {"driver": "hidrelay_hidraw0", "pin": 1, "mode": "output", "switch": False}
+    assert gpio["view"]["table"] == [["power|confirm|Power", "reset|Reset"]]
+
+
+def test_driver_name_clash_with_other_settings_is_refused():
+    with pytest.raises(AnsibleFilterError, match=r"'b'.*driver name 'relays' is already used by button 'a'"):
+        kvmd_gpio([
+            {"name": "a", "kind": "hidrelay", "device": "/dev/hidraw0", "pin": 0, "driver": "relays"},
+            {"name": "b", "kind": "hidrelay", "device": "/dev/hidraw1", "pin": 0, "driver": "relays"},
+        ])
+
+
+def test_led_label_colour_layout_and_title():
+    gpio = kvmd_gpio([
+        {"kind": "label", "label": "Server 1"},
+        {"name": "host_up", "kind": "led", "cmd": ["/usr/bin/ping", "-c1", "192.0.2.1"], "color": "red", "label": "Up", "inline": True},
+        {"kind": "separator"},
+        {"name": "reboot", "cmd": ["/sbin/reboot"], "sudo": True, "hide": True, "confirm": True, "switch": True},
+    ], title="Machines")
+    assert gpio["drivers"]["host_up"] == {"type": "cmdret", "cmd": ["/usr/bin/ping", "-c1", "192.0.2.1"]}
+    assert gpio["scheme"]["host_up"] == {"driver": "host_up", "pin": 0, "mode": "input"}
+    assert gpio["drivers"]["reboot"]["cmd"] == ["/usr/bin/sudo", "-n", "/sbin/reboot"]
+    assert gpio["view"] == {
+        "header": {"title": "Machines"},
+        "table": [["#Server 1", "#Up", "host_up|red"], [], ["reboot|confirm,hide|reboot"]],
+    }
+
+
+def test_pulse_settings_and_switch():
+    gpio = kvmd_gpio([
+        {"name": "a", "cmd": ["/bin/true"], "pulse": {"delay": 1, "max_delay": 5}},
+        {"name": "b", "cmd": ["/bin/true"], "pulse": False, "switch": True, "inverted": True},
+    ])
+    assert gpio["scheme"]["a"]["pulse"] == {"delay": 1, "max_delay": 5}
+    assert gpio["scheme"]["b"] == {"driver": "b", "pin": 0, "mode": "output", "switch": True, "pulse": {"delay": 0}, "inverted": True}
+
+
+def test_empty_list_gives_an_empty_but_complete_section():
+    assert kvmd_gpio([]) == {"drivers": {}, "scheme": {}, "view": {"table": []}}
+
+
+@pytest.mark.parametrize("buttons, message", [
+    ([{"name": "9lives", "cmd": ["/bin/true"]}], r"item 1.*'9lives' does not match kvmd's pattern"),
+    ([{"name": "a.b", "cmd": ["/bin/true"]}], r"'a\.b' does not match"),
+    ([{"cmd": ["/bin/true"]}], r"item 1: name None does not match"),
+    ([{"name": "__gpio__", "cmd": ["/bin/true"]}], r"button '__gpio__'.*reserved"),
+    ([{"name": "a", "cmd": ["/bin/true"]}, {"name": "a", "cmd": ["/bin/false"]}], r"button 'a' \(item 2\).*already used by button 'a' \(item 1\)"),
+    ([{"name": "a", "cmd": ["bin/true"]}], r"button 'a'.*'bin/true' is not an absolute path"),
+    ([{"name": "a", "cmd": []}], r"button 'a'.*cmd must be a non-empty list"),
+    ([{"name": "a", "cmd": "/bin/true"}], r"button 'a'.*cmd must be a non-empty list"),
+    ([{"name": "a", "cmd": ["/bin/true"], "label": "on|off"}], r"button 'a'.*contains '\|'"),
+    ([{"name": "a", "cmd": ["/bin/true"], "label": "two\nlines"}], r"button 'a'.*line break"),
+    ([{"kind": "label", "label": "x|y"}], r"item 1: label 'x\|y' contains"),
+    ([{"name": "led1", "kind": "led", "cmd": ["/bin/true"], "color": "purple"}], r"button 'led1'.*unknown LED colour 'purple'"),
+    ([{"name": "a", "cmd": ["/bin/true"], "switch": False, "pulse": False}], r"button 'a'.*show no button"),
+    ([{"name": "a", "cmd": ["/bin/true"], "pulse": {"delay": 0}}], r"button 'a'.*show no button"),
+    ([{"name": "a", "cmd": ["/bin/true"], "confirm": "yes"}], r"button 'a'.*confirm must be true or false, got 'yes'"),
+    ([{"name": "a", "cmd": ["/bin/true"], "comfirm": True}], r"button 'a'.*unknown keys for kind cmd: comfirm"),
+    ([{"name": "a", "kind": "switchy"}], r"button 'a'.*unknown kind 'switchy'"),
+    ([{"name": "a", "cmd": ["/usr/bin/sudo", "/sbin/reboot"]}], r"button 'a'.*starts with sudo.*sudo: true"),
+    ([{"name": "a", "cmd": ["/bin/echo", "two words"], "sudo": True}], r"button 'a'.*whitespace"),
+    ([{"name": "r", "kind": "relay", "channel": 9}], r"button 'r'.*channel must be a whole number 1 to 8, got 9"),
+    ([{"name": "r", "kind": "relay"}], r"button 'r'.*channel must be"),
+    ([{"name": "r", "kind": "relay", "channel": 3, "channels": 2}], r"button 'r'.*at least channel 3, got 2"),
+    ([{"name": "r", "kind": "relay", "channel": 1, "port": "ttyUSB0"}], r"button 'r'.*port must be the relay's /dev path"),
+    ([{"name": "h", "kind": "hidrelay", "device": "hidraw0", "pin": 0}], r"button 'h'.*device must be the relay's /dev path"),
+    ([{"name": "a", "cmd": ["/bin/true"], "pulse": {"delay": 1, "min_delay": 3, "max_delay": 2}}], r"button 'a'.*min_delay is above"),
+    ([{"kind": "separator", "inline": True}], r"item 1.*separator cannot be inline"),
+    (["toggle"], r"item 1: expected a dict"),
+    ({"name": "a"}, r"buttons must be a list"),
+])
+def test_bad_buttons_are_refused_with_a_message_naming_them(buttons, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        kvmd_gpio(buttons)
+    with pytest.raises(AnsibleFilterError, match=message):  # the sudoers list never disagrees with the config
+        kvmd_gpio_sudoers(buttons)
+
+
+def test_bad_title_is_refused():
+    with pytest.raises(AnsibleFilterError, match="title must be a one-line string"):
+        kvmd_gpio([], title="a\nb")
+
+
+def test_sudoers_lists_exactly_the_sudo_commands_escaped_and_once():
+    buttons = [
+        {"name": "capture", "cmd": ["/usr/local/bin/onekvm", "usb-reset", "534d:2109", "--port", "1-1.2"], "sudo": True},
+        {"name": "again", "cmd": ["/usr/local/bin/onekvm", "usb-reset", "534d:2109", "--port", "1-1.2"], "sudo": True},
+        {"name": "hid", "cmd": ["/usr/local/sbin/onekvm-reset-hid"], "sudo": True},
+        {"name": "plain", "cmd": ["/bin/true"]},
+        {"name": "odd", "cmd": ["/bin/echo", "a=b,c\\d"], "sudo": True},
+    ]
+    assert kvmd_gpio_sudoers(buttons) == [
+        "/usr/local/bin/onekvm usb-reset 534d\\:2109 --port 1-1.2",
+        '/usr/local/sbin/onekvm-reset-hid ""',
+        "/bin/echo a\\=b\\,c\\\\d",
+    ]
+
+
+def test_filter_module_exposes_both_filters():
+    assert set(FilterModule().filters()) == {"kvmd_gpio", "kvmd_gpio_sudoers"}
+
+
+NAMES = st.from_regex(re.compile(r"[a-z_][a-z0-9_-]{0,11}", re.ASCII), fullmatch=True).filter(lambda n: not (n.startswith("__") and n.endswith("__")))
+BUTTON = st.fixed_dictionaries(
+    {"kind": st.sampled_from(["cmd", "led", "hidrelay", "relay"])},
+    optional={"confirm": st.booleans(), "inline": st.booleans(), "label": st.text("abc XYZ-", min_size=1, max_size=8).filter(str.strip)},
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(NAMES, BUTTON), max_size=8, unique_by=lambda t: t[0]))
+def test_every_channel_has_its_driver_and_exactly_one_place_in_the_view(entries):
+    buttons = []
+    for name, button in entries:
+        button = dict(button, name=name)
+        if button["kind"] in ("cmd", "led"):
+            button["cmd"] = ["/bin/true", name]
+        elif button["kind"] == "relay":
+            button["channel"] = 1
+        else:
+            button.update(device="/dev/hidraw0", pin=0, driver="hid_%s" % name)
+        if button["kind"] == "led":
+            button.pop("confirm", None)
+        buttons.append(button)
+    gpio = kvmd_gpio(buttons)
+    placed = [item.split("|", 1)[0] for row in gpio["view"]["table"] for item in row if not item.startswith("#")]
+    assert sorted(placed) == sorted(gpio["scheme"])
+    assert sorted(gpio["scheme"]) == sorted(entry[0] for entry in entries)
+    for channel, scheme in gpio["scheme"].items():
+        assert scheme["driver"] in gpio["drivers"], channel
