@@ -40,15 +40,16 @@ def test_rerun_changes_nothing_and_skips_the_role(fleet):
     counts = recap(done.stdout)
     assert set(counts) == set(fleet["names"])
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), counts
-    assert "Install the box package's modules" not in done.stdout  # the fast path skipped the role
+    # the fast path skipped the role: only its probe and the gate ran (the full role runs ~50 tasks)
+    assert all(c["ok"] < 25 for c in counts.values()), counts
 
 
 def test_full_role_rerun_changes_nothing_either(fleet):
     done = provision(fleet, "-e", "fleet_fast_path=false")
     assert done.returncode == 0, done.stdout[-4000:]
-    assert "Install the box package's modules" in done.stdout
     counts = recap(done.stdout)
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), counts
+    assert all(c["ok"] > 35 for c in counts.values()), counts  # the role did run
 
 
 def test_a_bad_setting_stops_at_the_canary(fleet):
