@@ -29,8 +29,9 @@ BOX_VARS = {
     "ansible_remote_tmp": "/tmp/.ansible-tmp",
     "ansible_python_interpreter": "/usr/bin/python3",
     "onekvm_capture_usb_id": "",
-    "onekvm_watchdog_video_node": "",
-    # no ustreamer either: with it enabled but absent every verdict would be "unknown"
+    # /dev/null stands in for the capture node (always there); no ustreamer: with it enabled
+    # but absent every verdict would be "unknown"
+    "onekvm_watchdog_video_node": "/dev/null",
     "onekvm_watchdog_ustreamer_enabled": False,
     "onekvm_watchdog_ladder": ["restart_streamer"],
     "onekvm_watchdog_interval": 2,
