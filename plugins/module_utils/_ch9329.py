@@ -142,6 +142,16 @@ def frame_end(buf: bytes) -> int | None:
     return end if len(buf) >= end else None
 
 
+def _is_late_reply(buf: bytes, command: int) -> bool:
+    """True when ``buf`` starts with a late answer to a GET_INFO poll (not to ``command``)."""
+    end = frame_end(buf)
+    if end is None:
+        return False
+    start = bytes(buf).find(HEAD)
+    # only answers to GET_INFO, the ready poll, can be late in normal operation
+    return command != CMD_GET_INFO and buf[start + 3] in (CMD_GET_INFO | 0x80, CMD_GET_INFO | 0xC0)
+
+
 def parse_reply(buf: bytes, command: int, address: int = 0) -> Reply:
     """The reply to ``command`` found in ``buf`` (leading noise is skipped).
 
@@ -404,7 +414,11 @@ class Chip:
             if flush:
                 self.ser.reset_input_buffer()  # stale bytes (an earlier answer, noise) are not our reply
             self.ser.write(request)
+            deadline = time.monotonic() + timeout
             buf = self._read_frame(timeout)
+            while _is_late_reply(buf, command) and time.monotonic() < deadline:
+                # a late answer to an earlier request (e.g. a ready poll that timed out): skip it
+                buf = self._read_frame(deadline - time.monotonic(), buf[frame_end(buf):])
         except OSError as exc:  # pyserial's SerialException is an OSError
             raise DeviceError("I/O error on %s: %s; check the USB-serial adapter (replug or usb_reset it)"
                               % (self.port, exc), port=self.port) from None
@@ -416,8 +430,8 @@ class Chip:
                               self.port, self.baudrate, timeout, COMMAND_NAMES.get(command, "0x%02X" % command)),
                           port=self.port, baudrate=self.baudrate) from None
 
-    def _read_frame(self, timeout: float) -> bytes:
-        buf = bytearray()
+    def _read_frame(self, timeout: float, pending: bytes = b"") -> bytes:
+        buf = bytearray(pending)
         deadline = time.monotonic() + timeout
         while frame_end(buf) is None:
             remaining = deadline - time.monotonic()

@@ -130,7 +130,7 @@ class Box:
             return False
 
     # ---- lifecycle -------------------------------------------------------
-    def start(self, boot_timeout: float = 180.0, owner: int | None = None) -> Box:
+    def start(self, boot_timeout: float = 420.0, owner: int | None = None) -> Box:
         """Boot a box. ``owner``: the pid of the run that will stop it (None: stopped by hand)."""
         stale = Box.load()
         if stale and stale.orphaned():
