@@ -62,7 +62,8 @@ def collections_path() -> str:
 
 
 def one_size(n: int, image: str, workdir: str) -> dict:
-    names = ["bench-%s-%02d" % (uuid.uuid4().hex[:4], i) for i in range(n)]
+    tag = uuid.uuid4().hex[:4]
+    names = ["bench-%s-%02d" % (tag, i) for i in range(n)]
     env = containers.ansible_env(collections_path(), forks=min(n, 20))
     inventory = containers.write_inventory(os.path.join(workdir, "hosts-%d.yml" % n), names)
     provision = ["ansible-playbook", "-i", inventory, "onekvm.fleet.provision"]
