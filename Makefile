@@ -41,5 +41,5 @@ vm-start:
 vm-stop:
 	@$(ENV) && python3 -m tests.testbed.vm stop
 
-bench:            ## benchmarks (need the simulated box); print the figures
-	@$(ENV) && scripts/bench.sh
+bench:            ## benchmarks (need the simulated box); print the figures; BENCH=benchmarks/NAME.py for one
+	@$(ENV) && scripts/bench.sh $(BENCH)

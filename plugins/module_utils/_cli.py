@@ -8,6 +8,8 @@ PRIVATE to the onekvm.fleet collection. Box-side core: standard library only.
 The role installs this package on the box together with a tiny ``onekvm`` entry script.
 Each command lives in a ``_cli_<area>.py`` file that is imported only when that command
 runs, so a button press from kvmd's ``cmd`` driver pays for no more imports than it uses.
+For the same reason a command line that names its command builds the parser of that
+command alone; the full parser with every command exists only for ``onekvm --help``.
 
 A command file provides ``configure(command, parser)`` to add its options and
 ``run(args) -> dict`` that returns a JSON-able result (``message`` is printed first in
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
+import os
 import sys
 
 from ._errors import OnekvmError
@@ -47,27 +49,49 @@ EXIT_CODES = """exit codes:
  70  internal error (a bug: please report it with --debug output)"""
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's raw formatter, sized by ``os.get_terminal_size``.
+
+    argparse asks ``shutil`` for the width, and importing ``shutil`` (zlib, bz2, lzma)
+    costs more than a whole USB reset's Python overhead on a slow box.
+    """
+
+    def __init__(self, prog, **kwargs):
+        if kwargs.get("width") is None:
+            try:
+                columns = int(os.environ.get("COLUMNS") or os.get_terminal_size().columns)
+            except (OSError, ValueError):
+                columns = 80
+            kwargs["width"] = max(columns, 40) - 2
+        super().__init__(prog, **kwargs)
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--debug", action="store_true", help="print a traceback on internal errors")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``command`` alone (``onekvm COMMAND ...``), or of the whole CLI."""
+    if command is not None:
+        summary = COMMANDS[command][1]
+        parser = argparse.ArgumentParser(prog="onekvm " + command, description=summary, epilog=EXIT_CODES,
+                                         formatter_class=_HelpFormatter)
+        _global_options(parser)
+        _command_module(command).configure(command, parser)
+        parser.set_defaults(command=command)
+        return parser
     parser = argparse.ArgumentParser(
         prog="onekvm",
         description="Hardware helpers for OneKVM / PiKVM boxes (part of the onekvm.fleet collection).",
         epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    parser.add_argument("--debug", action="store_true", help="print a traceback on internal errors")
+    _global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, (module_name, summary) in COMMANDS.items():
-        sp = sub.add_parser(
-            name,
-            help=summary,
-            description=summary,
-            epilog=EXIT_CODES,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        if name == command:  # only the chosen command's file is imported
-            _command_module(name).configure(name, sp)
+    for name, (_module_name, summary) in COMMANDS.items():
+        sub.add_parser(name, help=summary, description=summary, epilog=EXIT_CODES, formatter_class=_HelpFormatter)
     return parser
 
 
@@ -83,9 +107,15 @@ def _format_text(result: dict) -> str:
         if key == "message":
             continue
         if isinstance(value, (dict, list)):
-            value = json.dumps(value, sort_keys=True)
+            value = _json(value)
         lines.append("%s: %s" % (key, value))
     return "\n".join(lines)
+
+
+def _json(data) -> str:
+    import json  # pylint: disable=import-outside-toplevel  # imported on use: it costs a slow box ~30 ms
+
+    return json.dumps(data, sort_keys=True, default=str)
 
 
 def _out(text: str) -> None:
@@ -99,14 +129,16 @@ def _err(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # the first word that names a command picks the parser; global options may come before it
     command = next((a for a in argv if a in COMMANDS), None)
-    parser = build_parser(command)
-    args = parser.parse_args(argv)  # exits 2 with a usage message on bad arguments
+    if command is not None:
+        argv.remove(command)
+    args = build_parser(command).parse_args(argv)  # exits 2 with a usage message on bad arguments
     try:
         result = _command_module(args.command).run(args)
     except OnekvmError as exc:
         if args.json:
-            _out(json.dumps(dict(failed=True, msg=exc.msg, exit_code=exc.exit_code, **exc.details), default=str))
+            _out(_json(dict(failed=True, msg=exc.msg, exit_code=exc.exit_code, **exc.details)))
         else:
             _err("onekvm %s: error: %s" % (args.command, exc.msg))
         return exc.exit_code
@@ -118,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         _err("onekvm %s: internal error: %s: %s (rerun with --debug)" % (args.command, type(exc).__name__, exc))
         return 70
     if args.json:
-        _out(json.dumps(result, sort_keys=True, default=str))
+        _out(_json(result))
     else:
         _out(_format_text(result))
     return 0 if not result.get("failed") else 1

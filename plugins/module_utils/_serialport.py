@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 
 from ._errors import Busy, InvalidArgument, MissingDependency, NotFound, PermissionDenied
 
@@ -37,13 +38,27 @@ def check_port_path(port: str) -> str:
     return os.path.realpath(port)
 
 
+def _import_pyserial(port: str):
+    """pyserial, imported on first use so --help and validation work without it.
+
+    The box command starts Python without ``site`` (``-S``) to start fast; pyserial sits in
+    the distribution's site-packages, so add those paths now.
+    """
+    if sys.flags.no_site:
+        import site  # pylint: disable=import-outside-toplevel
+
+        site.main()
+    try:
+        import serial  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise MissingDependency("pyserial is missing: " + PYSERIAL_HINT, port=port) from None
+    return serial
+
+
 def open_port(port: str, baudrate: int, timeout: float, exclusive: bool = True):
     """Open ``port`` 8N1 at ``baudrate`` with pyserial; every failure is an OnekvmError."""
     check_port_path(port)
-    try:
-        import serial  # pyserial; imported here so --help and validation work without it
-    except ImportError:
-        raise MissingDependency("pyserial is missing: " + PYSERIAL_HINT, port=port) from None
+    serial = _import_pyserial(port)
     try:
         return serial.Serial(port, baudrate=baudrate, timeout=timeout, write_timeout=max(timeout, 1.0),
                              exclusive=exclusive)

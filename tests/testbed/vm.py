@@ -69,6 +69,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def render_entry_script(python: str, lib_dir: str) -> str:
+    """The ``onekvm`` entry script exactly as the role renders it (from the role's template)."""
+    import jinja2  # pylint: disable=import-outside-toplevel  # controller side only
+
+    path = os.path.join(REPO, "roles", "onekvm", "templates", "onekvm.py.j2")
+    with open(path, encoding="utf-8") as f:
+        template = jinja2.Template(f.read(), keep_trailing_newline=True)
+    return template.render(onekvm_python=python, onekvm_lib_dir=lib_dir, ansible_managed="installed by the test bed")
+
+
 class Box:
     """A running (or to-be-started) simulated box."""
 
@@ -267,8 +277,7 @@ class Box:
         src = os.path.join(REPO, "plugins", "module_utils")
         self.run("rm -rf /usr/local/lib/onekvm/onekvm")
         self.put_tree(src, "/usr/local/lib/onekvm/onekvm")
-        entry = ("#!/usr/bin/python3\nimport sys\nsys.path.insert(0, '/usr/local/lib/onekvm')\n"
-                 "from onekvm._cli import main\nsys.exit(main())\n")
+        entry = render_entry_script("/usr/bin/python3", "/usr/local/lib/onekvm")
         self.run("touch /usr/local/lib/onekvm/onekvm/__init__.py && cat > /usr/local/bin/onekvm && "
                  "chmod 755 /usr/local/bin/onekvm", input=entry)
 
