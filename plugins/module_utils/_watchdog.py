@@ -45,6 +45,8 @@ DEFAULT_METRICS_FILE = "/var/lib/prometheus/node-exporter/onekvm_watchdog.prom"
 
 STEPS = ("restart_streamer", "ioctl", "authorize", "power_cycle", "ch9329")
 USB_STEPS = ("ioctl", "authorize", "power_cycle")
+FAST_RECHECK = 1.0  # seconds between checks while a step's wait runs, so a healing is seen at once
+FILES_HEARTBEAT = 60.0  # seconds: state and metrics files are rewritten at least this often
 RESET_TIMEOUT = 15.0  # a reset plus the device's return; WatchdogSec must exceed lock_timeout + this
 DEFAULT_LADDER = ["restart_streamer", "ioctl", "authorize", "power_cycle", "ch9329"]
 
@@ -394,6 +396,18 @@ class Ladder:
         return [{"event": "action_" + ("done" if result == ACTED else result), "step": step, "result": result,
                  "detail": detail, "wait": wait}]
 
+    def due_in(self, now: float) -> float:
+        """Seconds until the ladder wants a check, if sooner than the interval (else inf).
+
+        A pending step is checked for exactly when it becomes due (end of the grace period,
+        of a wait, of the rate limit), and while a step's wait runs every FAST_RECHECK
+        seconds, so neither an action nor a recovery waits for the next regular check.
+        """
+        due = FAST_RECHECK if self.status == "recovering" else float("inf")
+        if self.act_after is not None and now < self.act_after:
+            due = min(due, self.act_after - now)
+        return due
+
     # -- episodes -------------------------------------------------------------------
     def _start_episode(self, now: float, health: Health) -> dict:
         self.status = "failing"
@@ -611,7 +625,7 @@ class DongleFinder:
             self.usb = _usb
         known = port or self.port_hint
         if known:
-            device = self.usb.read_device(known)
+            device = self.usb.read_device(known, lazy=True)  # presence only: no walk for device nodes
             if device is not None and (not usb_id or device.id == usb_id):
                 return [device]
             if port:
@@ -704,7 +718,7 @@ def render_metrics(state: dict, config: Config) -> str:
     if counters["last_recovery_seconds"] is not None:
         family("last_recovery_seconds", "gauge", "time from failure detection to recovery, last episode",
                [((), counters["last_recovery_seconds"])])
-    family("last_check_timestamp_seconds", "gauge", "when the last check ran (unix time)", [((), state["checked_at"])])
+    family("last_check_timestamp_seconds", "gauge", "when the check these figures come from ran (unix time; rewritten on change, else every minute)", [((), state["checked_at"])])
     family("check_duration_seconds", "gauge", "how long the last check took", [((), state["check_duration"])])
     return "\n".join(lines) + "\n"
 
@@ -815,6 +829,8 @@ class Service:
         self.ladder = Ladder(config)
         self.health = None
         self.check_duration = 0.0
+        self.files_summary = None  # what the files last said (status, verdict, probe results)
+        self.files_written_at = float("-inf")
 
     def start(self) -> None:
         """Take over the previous run's counters and rate-limit history, then tell systemd."""
@@ -842,17 +858,34 @@ class Service:
             self._report(events_done)
             events += events_done
         self.check_duration = self.clock() - started
-        self.reporter.files(self.wall(), self.state())
+        self._write_files(events)
         self.notify("WATCHDOG=1\nSTATUS=%s" % self.status_line())
         return events
 
+    def _write_files(self, events: list) -> None:
+        """State and metrics files on any event or change of verdict, else once per FILES_HEARTBEAT.
+
+        Rewriting them every few seconds was most of an idle check's cost; once a minute
+        still keeps the textfile collector's mtime fresh for staleness alerts.
+        """
+        summary = (self.ladder.status, self.health.verdict,
+                   tuple((name, result[0]) for name, result in self.health.probes.items()))
+        now = self.clock()
+        if events or summary != self.files_summary or now - self.files_written_at >= FILES_HEARTBEAT:
+            self.reporter.files(self.wall(), self.state())
+            self.files_summary, self.files_written_at = summary, now
+
     def run(self, should_stop=lambda: False, sleep=time.sleep) -> None:
-        """Check every interval until ``should_stop()``; sleeps in 1 s slices so a stop is quick."""
+        """Check every interval (sooner when the ladder is due) until ``should_stop()``.
+
+        Sleeps in 1 s slices so a stop is quick.
+        """
         self.start()
         while not should_stop():
             began = self.clock()
             self.check_once()
-            next_check = began + self.config.interval
+            now = self.clock()
+            next_check = min(began + self.config.interval, now + self.ladder.due_in(now))
             while not should_stop() and self.clock() < next_check:
                 sleep(min(1.0, max(next_check - self.clock(), 0.0)))
         self.notify("STOPPING=1")

@@ -210,3 +210,25 @@ def test_properties_hold_for_any_sequence(script):
         assert ladder.status in ("ok", "failing", "recovering", "needs_human")
         if verdict == OK:
             assert ladder.status == "ok"
+
+
+def test_due_in_brings_checks_forward_only_while_handling_a_failure():
+    ladder = make()
+    assert ladder.due_in(0) == float("inf")  # healthy: the regular interval
+    ladder.tick(0, BAD)
+    assert ladder.due_in(3) == 7  # the grace period ends at 10: check exactly then
+    ladder.tick(10, BAD)
+    ladder.done(10.5, "restart_streamer", "ok")
+    assert ladder.due_in(11) == 1.0  # a step's wait runs: re-check every second
+    assert ladder.due_in(15.25) == 0.25  # ... and exactly when the next step is due
+    ladder.tick(16, GOOD)
+    assert ladder.due_in(16) == float("inf")
+
+
+def test_due_in_never_asks_for_a_busy_loop():
+    ladder = make(max_actions_per_hour=1, ladder=["ioctl"])
+    ladder.tick(0, BAD)
+    ladder.tick(10, BAD)
+    ladder.done(10, "ioctl", "failed")  # no wait: the ladder ran out
+    ladder.tick(10, BAD)
+    assert ladder.status == "needs_human" and ladder.due_in(10) == float("inf")

@@ -369,7 +369,8 @@ class FakeUsb:
         self.devices = {d.port: d for d in devices}
         self.scans = 0
 
-    def read_device(self, port):
+    def read_device(self, port, lazy=False):
+        assert lazy  # presence checks must not walk sysfs for device nodes
         return self.devices.get(port)
 
     def list_devices(self):
@@ -392,3 +393,43 @@ def test_dongle_finder_reads_one_port_and_scans_only_to_learn_it():
     usb.devices["1-2"] = usb.devices.pop("1-1.2")
     usb.devices["1-2"].port = "1-2"
     assert [d.port for d in finder("534d:2109", "")] == ["1-2"] and usb.scans == 2
+
+
+def test_files_are_rewritten_on_change_and_once_a_minute_when_idle(tmp_path):
+    world = {"capture": True}
+    service, clock, dummy_out, dummy_notes = make_service(tmp_path, world, RecordingActions(world))
+    state_file = service.config.state_file
+
+    def written_at():
+        return json.loads(open(state_file).read())["checked_at"] - 1.7e9
+
+    service.check_once()
+    assert written_at() == clock.now  # the first check writes
+    first = clock.now
+    run_for(service, clock, 30)
+    assert written_at() == first  # an unchanged idle check leaves the files alone
+    run_for(service, clock, 31)
+    assert first + 60 <= written_at() <= first + 61  # ... but not for longer than the heartbeat
+    world["capture"] = False
+    service.check_once()  # failure_detected: written at once
+    state = json.loads(open(state_file).read())
+    assert written_at() == clock.now and state["verdict"] == "failing" and state["status"] == "failing"
+    assert "onekvm_watchdog_up 0\n" in open(service.config.metrics_file).read()
+
+
+def test_run_acts_when_the_grace_period_ends_and_sees_the_healing_within_a_second(tmp_path):
+    world = {"capture": False}
+    actions = RecordingActions(world)  # runs the steps; the capture comes back by itself later
+    service, clock, out, dummy_notes = make_service(tmp_path, world, actions, interval=5, grace=7,
+                                                    waits={"restart_streamer": 10, "ioctl": 3, "authorize": 3})
+
+    def sleep(seconds):
+        clock.now += seconds
+        if actions.ran and clock.now >= 109.5:  # the restarted streamer is back 2.5 s after the action
+            world["capture"] = True
+
+    service.run(should_stop=lambda: clock.now >= 130, sleep=sleep)
+    events = {e["event"]: e for e in journal(out)}
+    assert actions.ran == ["restart_streamer"]
+    assert events["action_started"]["failing_for"] == 7.0  # at the end of the grace, not at the next 5 s tick
+    assert events["recovered"]["failing_for"] <= 10.5  # within a second of the return, not at the next tick (15)
