@@ -69,6 +69,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(predicate, timeout: float, interval: float = 0.5):
+    """Call ``predicate`` until it returns something true or ``timeout`` passed; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
 def render_entry_script(python: str, lib_dir: str) -> str:
     """The ``onekvm`` entry script exactly as the role renders it (from the role's template)."""
     import jinja2  # pylint: disable=import-outside-toplevel  # controller side only
@@ -280,6 +290,16 @@ class Box:
         entry = render_entry_script("/usr/bin/python3", "/usr/local/lib/onekvm")
         self.run("touch /usr/local/lib/onekvm/onekvm/__init__.py && cat > /usr/local/bin/onekvm && "
                  "chmod 755 /usr/local/bin/onekvm", input=entry)
+
+    def serial_by_path(self, port_path: str, timeout: float = 60) -> str:
+        """The stable /dev/serial/by-path name of the USB-serial adapter at ``port_path`` (like 1-1.1)."""
+        def find():
+            res = self.run("ls /dev/serial/by-path/ | grep -- 'usb-0:%s:1.0-port0$'" % port_path.split("-", 1)[1],
+                           check=False)
+            return res.stdout.strip()
+        name = wait_for(find, timeout)
+        assert name, "no /dev/serial/by-path entry for the USB-serial adapter at %s" % port_path
+        return "/dev/serial/by-path/" + name
 
     def cli(self, *args: str, check: bool = True, timeout: float = 120) -> dict:
         """Run ``onekvm --json ARGS`` on the box and return its JSON (plus ``rc``)."""

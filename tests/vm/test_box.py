@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import time
 
+from ansible_collections.onekvm.fleet.tests.testbed.vm import wait_for
+
 STATE_QUERY = (
     "python3 -c \"import http.client,socket,json\n"
     "class C(http.client.HTTPConnection):\n"
@@ -28,16 +30,6 @@ def ustreamer_source(box) -> dict:
         return {}
     return json.loads(res.stdout)["result"]["source"]
 
-
-def wait_for(predicate, timeout: float, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def sysfs_devices(box) -> dict:

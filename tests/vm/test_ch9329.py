@@ -7,11 +7,10 @@ command reach it through the guest's real ftdi_sio / xHCI stack."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from ansible_collections.onekvm.fleet.tests.testbed.ch9329_sim import Chip, Simulator
+from ansible_collections.onekvm.fleet.tests.testbed.vm import wait_for
 
 CH9329_PORT_PATH = "1-1.1"
 RESET_FRAME = "57 ab 00 0f 00 11"
@@ -29,23 +28,6 @@ def sim(chip_sim):
     return chip_sim
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
-def chip_tty(box) -> str:
-    """The CH9329 adapter's stable by-path name (the USB port path, not the ttyUSB number)."""
-    def find():
-        res = box.run("ls /dev/serial/by-path/ | grep -- 'usb-0:%s:1.0-port0$'" % CH9329_PORT_PATH[2:], check=False)
-        return res.stdout.strip()
-    name = wait_for(find, 60)
-    assert name, "no /dev/serial/by-path entry for the CH9329 adapter at %s" % CH9329_PORT_PATH
-    return "/dev/serial/by-path/" + name
 
 
 def resets_seen(sim) -> int:
@@ -53,14 +35,14 @@ def resets_seen(sim) -> int:
 
 
 def test_info_through_the_module(box, sim):
-    result = box.ansible("onekvm.fleet.ch9329_info", {"port": chip_tty(box)})
+    result = box.ansible("onekvm.fleet.ch9329_info", {"port": box.serial_by_path(CH9329_PORT_PATH)})
     assert not result.get("failed"), result
     assert result["info"]["version"] == "V1.0" and result["config"]["vid"] == "1a86"
     assert result["ansible_facts"]["onekvm_ch9329"]["config"]["baudrate"] == 9600
 
 
 def test_reset_through_the_module_and_the_box_command(box, sim):
-    port = chip_tty(box)
+    port = box.serial_by_path(CH9329_PORT_PATH)
     before = resets_seen(sim)
     result = box.ansible("onekvm.fleet.ch9329_reset", {"port": port})
     assert not result.get("failed"), result
@@ -73,14 +55,15 @@ def test_reset_through_the_module_and_the_box_command(box, sim):
 
 def test_check_mode_sends_no_reset(box, sim):
     before = resets_seen(sim)
-    result = box.ansible("onekvm.fleet.ch9329_reset", {"port": chip_tty(box)}, check_mode=True)
+    result = box.ansible("onekvm.fleet.ch9329_reset", {"port": box.serial_by_path(CH9329_PORT_PATH)}, check_mode=True)
     assert not result.get("failed") and result["changed"] and result["attempts"] == 0, result
     assert resets_seen(sim) == before
 
 
 def test_silent_chip_is_a_clear_error_on_the_box(box, sim):
     sim.set_faults(silent=True)
-    out = box.cli("ch9329-reset", "--port", chip_tty(box), "--timeout", "0.5", "--retries", "0", check=False)
+    out = box.cli("ch9329-reset", "--port", box.serial_by_path(CH9329_PORT_PATH), "--timeout", "0.5", "--retries", "0",
+                  check=False)
     assert out["rc"] == 5 and "no answer from the CH9329" in out["msg"]
 
 
@@ -90,7 +73,7 @@ def test_usb_reset_of_the_adapter_then_chip_reset(box, sim):
     usb = box.cli("usb-reset", "0403:6001", "--port", CH9329_PORT_PATH, check=False)
     assert usb["rc"] == 0, usb
     assert "reset full-speed USB device" in box.kernel_log_since(mark)
-    port = chip_tty(box)  # ftdi_sio detached and re-attached the tty
+    port = box.serial_by_path(CH9329_PORT_PATH)  # ftdi_sio detached and re-attached the tty
     before = resets_seen(sim)
     result = wait_for(lambda: _reset_ok(box, port), 30, interval=1)
     assert result and result["reply"] == "57 ab 00 8f 01 00 92", result

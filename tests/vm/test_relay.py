@@ -12,6 +12,7 @@ import time
 import pytest
 
 from ansible_collections.onekvm.fleet.tests.testbed.relay_sim import RelayBoard, SocketRelay
+from ansible_collections.onekvm.fleet.tests.testbed.vm import wait_for
 
 RELAY_PORT_PATH = "1-1.4"  # the relay's adapter; the CH9329's twin adapter sits at 1-1.1
 ON_1, OFF_1 = bytes.fromhex("a00101a2"), bytes.fromhex("a00100a1")
@@ -31,23 +32,6 @@ def board(sim):
     return sim.board
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
-def relay_tty(box) -> str:
-    """The relay adapter's stable by-path name (what the role's udev rule keys on too)."""
-    def find():
-        res = box.run("ls /dev/serial/by-path/ | grep -- 'usb-0:%s:1.0-port0$'" % RELAY_PORT_PATH[2:], check=False)
-        return res.stdout.strip()
-    name = wait_for(find, 60)
-    assert name, "no /dev/serial/by-path entry for the relay adapter at %s" % RELAY_PORT_PATH
-    return "/dev/serial/by-path/" + name
 
 
 def quiet_bytes(board, wait: float = 1.5) -> bytes:
@@ -56,13 +40,13 @@ def quiet_bytes(board, wait: float = 1.5) -> bytes:
 
 
 def test_relay_tty_is_the_adapter_at_its_port_path(box):
-    port = relay_tty(box)
+    port = box.serial_by_path(RELAY_PORT_PATH)
     tty = box.run("basename $(readlink -f %s)" % port).stdout.strip()
     assert "/%s:1.0/" % RELAY_PORT_PATH in box.run("readlink -f /sys/class/tty/%s/device" % tty).stdout
 
 
 def test_cli_pulse_reaches_the_board_with_the_right_width(box, board):
-    port = relay_tty(box)
+    port = box.serial_by_path(RELAY_PORT_PATH)
     out = box.cli("relay", "pulse", "--channel", "1", "--duration", "0.5", "--port", port,
                   "--state-file", "/run/onekvm/vm-test-cli.json")
     assert out["rc"] == 0 and out["frames"] == ["a0 01 01 a2", "a0 01 00 a1"]
@@ -75,7 +59,7 @@ def test_cli_pulse_reaches_the_board_with_the_right_width(box, board):
 
 
 def test_module_pulse_on_channel_two(box, board):
-    port = relay_tty(box)
+    port = box.serial_by_path(RELAY_PORT_PATH)
     args = {"port": port, "channels": 2, "channel": 2, "state": "pulse", "duration": 0.3,
             "state_file": "/run/onekvm/vm-test-mod.json"}
     result = box.ansible("onekvm.fleet.usb_relay", args)
@@ -88,7 +72,7 @@ def test_module_pulse_on_channel_two(box, board):
 
 
 def test_check_mode_and_bad_input_send_nothing(box, board):
-    port = relay_tty(box)
+    port = box.serial_by_path(RELAY_PORT_PATH)
     checked = box.ansible("onekvm.fleet.usb_relay", {"port": port, "state": "pulse"}, check_mode=True)
     assert checked["changed"] is True and checked["bytes_sent"] == 0, checked
     bad = box.ansible("onekvm.fleet.usb_relay", {"port": port, "state": "pulse", "duration": 0})
@@ -101,7 +85,7 @@ def test_check_mode_and_bad_input_send_nothing(box, board):
 
 
 def test_on_off_record_and_a_port_power_cycle_voids_it(box, board):
-    port = relay_tty(box)
+    port = box.serial_by_path(RELAY_PORT_PATH)
     box.run("rm -f /run/onekvm/relay-state.json")  # the default record
     args = {"port": port, "state": "on"}
     assert box.ansible("onekvm.fleet.usb_relay", args)["changed"] is True
@@ -120,7 +104,7 @@ def test_on_off_record_and_a_port_power_cycle_voids_it(box, board):
         return box.run("cat /sys/bus/usb/devices/%s/devnum" % RELAY_PORT_PATH, check=False).stdout.strip()
     after = wait_for(devnum, 60)
     assert after and after != before
-    port = relay_tty(box)
+    port = box.serial_by_path(RELAY_PORT_PATH)
     replugged = box.ansible("onekvm.fleet.usb_relay", {"port": port, "state": "on"})
     assert replugged["changed"] is True and replugged["previous_state"] == "unknown", replugged
     off = box.ansible("onekvm.fleet.usb_relay", {"port": port, "state": "off"})
