@@ -58,7 +58,9 @@ def shown(argv: list) -> str:
 
 def ansible_env(box: Box) -> dict:
     env = box.ansible_env()
-    env.update(ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_FORCE_COLOR="1" if sys.stdout.isatty() else "0")
+    # show what changes (and what fails), not every unchanged or skipped task
+    env.update(ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_FORCE_COLOR="1" if sys.stdout.isatty() else "0",
+               ANSIBLE_DISPLAY_OK_HOSTS="False", ANSIBLE_DISPLAY_SKIPPED_HOSTS="False")
     return env
 
 

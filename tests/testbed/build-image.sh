@@ -9,7 +9,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${ONEKVM_CACHE:-$HOME/.cache/onekvm-fleet}
 MIRROR=${ONEKVM_DEBIAN_MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
-PACKAGES=linux-image-amd64,systemd-sysv,openssh-server,python3,python3-usb,python3-serial,usbutils,udev,kmod,iproute2,ifupdown,procps,sudo,ustreamer,v4l-utils,uhubctl,usbip,less
+# python3-apt: the role installs packages with Ansible's apt module, which needs it (the box has no network)
+PACKAGES=linux-image-amd64,systemd-sysv,openssh-server,python3,python3-apt,python3-usb,python3-serial,usbutils,udev,kmod,iproute2,ifupdown,procps,sudo,ustreamer,v4l-utils,uhubctl,usbip,less
 
 # one build at a time on this machine (concurrent test runs share the cache)
 mkdir -p "$CACHE"
