@@ -37,6 +37,9 @@ COMMANDS = {
                                 "$(printf %%03d $(cat /sys/bus/usb/devices/%s/devnum))" % (PORT, PORT)),
     "onekvm --no-wait": "onekvm usb-reset --port %s --no-wait" % PORT,
     "onekvm (waits)": "onekvm usb-reset --port %s" % PORT,
+    # the least any Python tool can do: start, open the node, the ioctl (no selection, lock or checks)
+    "python3 floor": ("python3 -IS -c \"import os, fcntl; "
+                      "fcntl.ioctl(os.open('/dev/bus/usb/{busdev}', os.O_WRONLY), %d, 0)\"" % ((ord("U") << 8) | 20)),
 }
 # the figures of our own run, split: interpreter, imports, discovery, the ioctl itself
 PARTS = {
@@ -111,19 +114,21 @@ def main() -> int:
             kernel, PORT, box.run("cat /sys/bus/usb/devices/%s/product" % PORT).stdout.strip(), RUNS))
         times = time_on_box(box, COMMANDS, RUNS)
         for name, values in times.items():
-            out("%-20s %s" % (name, summary(values)))
+            out("%-24s %s" % (name, summary(values)))
         ratio = statistics.median(times["onekvm --no-wait"]) / statistics.median(times["usbreset"])
         out("ours (--no-wait) / usbreset = %.2f  (target <= 1.3: %s)" % (ratio, "met" if ratio <= 1.3 else "MISSED"))
         ratio_wait = statistics.median(times["onekvm (waits)"]) / statistics.median(times["usbreset"])
         out("ours (with wait) / usbreset = %.2f" % ratio_wait)
         ratio_lookup = statistics.median(times["onekvm --no-wait"]) / statistics.median(times["usbreset + shell lookup"])
         out("ours (--no-wait) / usbreset + shell lookup = %.2f" % ratio_lookup)
+        out("python3 floor / usbreset = %.2f (what the interpreter alone costs any Python tool)" % (
+            statistics.median(times["python3 floor"]) / statistics.median(times["usbreset"])))
         report = box.cli("usb-reset", "--port", PORT)["devices"][0]
         out("one reset as the core sees it: ioctl %.1f ms, with the wait %.1f ms" % (
             1000 * report["reset_seconds"], 1000 * report["elapsed"]))
         out("where our time goes (each as a fresh process):")
         for name, values in time_on_box(box, PARTS, RUNS).items():
-            out("  %-20s %s" % (name, summary(values)))
+            out("  %-22s %s" % (name, summary(values)))
         ansible_runs = max(3, RUNS // 3)
         out("through Ansible (%d runs, from the controller over ssh, pipelining on):" % ansible_runs)
         for name, values in ansible_figures(box, ansible_runs).items():

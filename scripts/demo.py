@@ -185,8 +185,8 @@ def adhoc_reset(box: Box, results: dict) -> None:
     say("changed: %s, method %s, %.2f s; before %03d/%03d %s, after %03d/%03d %s" % (
         result["changed"], result["method"], result["elapsed"], before["bus"], before["address"],
         " ".join(before["nodes"]), after["bus"], after["address"], " ".join(after["nodes"])))
-    results["ad hoc usb_reset"] = "%s %s reset by ioctl and back in %.2f s" % (device["port"], device["id"],
-                                                                              device["elapsed"])
+    results["ad hoc usb_reset"] = "%s %s reset by ioctl and back in %.2f s" % (
+        device["port"], device["id"], device["elapsed"])
 
 
 def health_report(box: Box, results: dict) -> None:

@@ -718,7 +718,9 @@ def render_metrics(state: dict, config: Config) -> str:
     if counters["last_recovery_seconds"] is not None:
         family("last_recovery_seconds", "gauge", "time from failure detection to recovery, last episode",
                [((), counters["last_recovery_seconds"])])
-    family("last_check_timestamp_seconds", "gauge", "when the check these figures come from ran (unix time; rewritten on change, else every minute)", [((), state["checked_at"])])
+    family("last_check_timestamp_seconds", "gauge",
+           "when the check these figures come from ran (unix time; rewritten on change, else every minute)",
+           [((), state["checked_at"])])
     family("check_duration_seconds", "gauge", "how long the last check took", [((), state["check_duration"])])
     return "\n".join(lines) + "\n"
 

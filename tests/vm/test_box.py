@@ -31,7 +31,6 @@ def ustreamer_source(box) -> dict:
     return json.loads(res.stdout)["result"]["source"]
 
 
-
 def sysfs_devices(box) -> dict:
     out = box.run("cd /sys/bus/usb/devices && for d in [0-9]-*; do case $d in *:*) continue;; esac; "
                   "echo $d $(cat $d/idVendor):$(cat $d/idProduct) $(cat $d/serial 2>/dev/null || echo -); done").stdout

@@ -28,8 +28,6 @@ def sim(chip_sim):
     return chip_sim
 
 
-
-
 def resets_seen(sim) -> int:
     return sum(1 for entry in sim.log if entry[1] == RESET_FRAME)
 

@@ -32,8 +32,6 @@ def board(sim):
     return sim.board
 
 
-
-
 def quiet_bytes(board, wait: float = 1.5) -> bytes:
     time.sleep(wait)
     return board.raw_bytes()
