@@ -9,7 +9,7 @@ CACHE=${ONEKVM_CACHE:-$HOME/.cache/onekvm-fleet}
 mkdir -p "$CACHE"
 
 APT_PACKAGES=(qemu-system-x86 qemu-utils debootstrap e2fsprogs openssh-client podman runc
-  usbutils uhubctl socat make git chromium)
+  usbutils uhubctl socat make git chromium shellcheck)  # shellcheck: ansible-test sanity skips its test without it
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

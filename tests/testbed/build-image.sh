@@ -72,7 +72,7 @@ apt-get clean
 CHROOT
 phase configure
 
-KVER=$(ls "$ROOTFS/lib/modules" | sort -V | tail -1)
+KVER=$(find "$ROOTFS/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -1)
 cp "$ROOTFS/boot/vmlinuz-$KVER" "$OUT.tmp/vmlinuz"
 cp "$ROOTFS/boot/initrd.img-$KVER" "$OUT.tmp/initrd.img"
 mkfs.ext4 -q -F -L onekvm-root -d "$ROOTFS" "$OUT.tmp/rootfs.img" 2G
