@@ -19,6 +19,8 @@ import time
 
 import pytest
 
+from ansible_collections.onekvm.fleet.tests.testbed.vm import wait_for
+
 DONGLE, TWIN_B, FTDI, HUB2_KBD = "1-1.2", "1-1.3", "1-1.1", "1-2.1"
 TABLET = "0627:0001"
 
@@ -29,15 +31,6 @@ def devices(box) -> dict:
 
 def reset_json(box, *args, check=True) -> dict:
     return box.cli("usb-reset", *args, check=check, timeout=300)
-
-
-def poll(predicate, timeout: float, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def hid_probe_re(port: str):
@@ -222,7 +215,7 @@ def test_resets_never_overlap(box):
     # while another holder (the watchdog, a relay press) has the box lock, a reset waits, then gives up as Busy
     box.run("cat > /run/onekvm-hold-lock.py", input=HOLD_LOCK)
     box.run("rm -f /run/onekvm-held; nohup python3 /run/onekvm-hold-lock.py >/dev/null 2>&1 &")
-    assert poll(lambda: box.run("test -e /run/onekvm-held", check=False).returncode == 0, 60)
+    assert wait_for(lambda: box.run("test -e /run/onekvm-held", check=False).returncode == 0, 60)
     mark = box.log_mark()
     out = reset_json(box, "--port", DONGLE, "--lock-timeout", "1", check=False)
     assert out["rc"] == 4 and "holds" in out["msg"], out
