@@ -257,7 +257,13 @@ def run(port: str = DEFAULT_PORT, channel: int = 1, state: str = "pulse", channe
     if not port or not isinstance(port, str):
         raise InvalidArgument("port must be the relay adapter's device path (e.g. %s), got %r" % (DEFAULT_PORT, port),
                               port=port)
-    device = probe_port(port)
+    try:
+        device, busy = probe_port(port), False
+    except Busy:
+        if check_mode:
+            raise
+        # the holder may be another press of ours in mid-pulse: look again once we hold the lock
+        device, busy = check_port_path(port), True
     record = StateRecord(state_file)
     identity = adapter_identity(port, sys_root, proc_root)
     previous = record.recorded(port, req.channel, identity)
@@ -275,6 +281,8 @@ def run(port: str = DEFAULT_PORT, channel: int = 1, state: str = "pulse", channe
         result["elapsed"] = round(time.monotonic() - start, 3)
         return result
     with hardware_lock(timeout=lock_timeout):
+        if busy:
+            probe_port(port)
         # re-read under the lock: another press may have just switched this channel
         previous = record.recorded(port, req.channel, identity)
         result["previous_state"] = previous or "unknown"

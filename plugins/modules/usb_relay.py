@@ -34,7 +34,8 @@ attributes:
     support: full
     details:
       - Validates the options, checks that O(port) is a tty nobody holds exclusively and reads the record, then
-        reports what would be sent. Nothing is written to the port or the record.
+        reports what would be sent. Nothing is written to the port or the record. Check mode does not take the
+        hardware lock, so a port in use fails at once.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
@@ -104,6 +105,8 @@ options:
   lock_timeout:
     description:
       - Seconds to wait for the box-wide hardware lock held by another reset or press.
+      - A port held exclusively when the module starts may be another press of this collection in mid-pulse, so
+        the port is checked again once the lock is held; only then is a port still in use an error.
     type: float
     default: 30
 notes:

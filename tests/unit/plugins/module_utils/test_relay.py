@@ -277,6 +277,44 @@ def test_a_held_hardware_lock_is_busy_and_nothing_is_sent(relay, lock_path, stat
     assert settle(relay, 1, timeout=0.2) == b""
 
 
+def _press_in_progress(lock_path, port, ready, hold):
+    """Stand-in for another press: the hardware lock and the port, both held for ``hold`` s."""
+    with hardware_lock(path=lock_path, timeout=1):
+        fd = os.open(port, os.O_RDWR | os.O_NOCTTY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        ready.set()
+        time.sleep(hold)
+        os.close(fd)
+
+
+def test_a_port_busy_with_our_own_press_waits_for_the_lock(relay, lock_path, state_file):
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_press_in_progress, args=(lock_path, relay.port, ready, 0.5))
+    proc.start()
+    try:
+        assert ready.wait(10)
+        with pytest.raises(Busy, match="exclusive use"):  # check mode does not wait
+            _relay.run(port=relay.port, state="pulse", state_file=state_file, check_mode=True)
+        res = _relay.run(port=relay.port, state="pulse", duration=0.1, state_file=state_file, lock_timeout=10)
+    finally:
+        proc.join(10)
+    assert res["changed"] and res["device"] == os.path.realpath(relay.port)
+    assert [f.raw for f in relay.board.wait_for_frames(2)] == [ON_1, OFF_1]
+
+
+def test_a_port_held_by_a_stranger_is_busy_under_the_lock_and_nothing_is_sent(relay, state_file):
+    fd = os.open(relay.port, os.O_RDWR | os.O_NOCTTY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(Busy, match="exclusive use"):
+            _relay.run(port=relay.port, state="on", state_file=state_file)
+    finally:
+        os.close(fd)
+    assert not os.path.exists(state_file)
+    assert settle(relay, 1, timeout=0.2) == b""
+
+
 def test_two_pulses_at_once_never_interleave(relay, state_file):
     results, errors = [], []
 
