@@ -33,7 +33,7 @@ import time
 
 from ._errors import Busy, DeviceError, InvalidArgument, PermissionDenied
 from ._lock import hardware_lock
-from ._serialport import check_port_path, open_port, port_users_text
+from ._serialport import check_port_path, open_port, port_busy
 
 DEFAULT_PORT = "/dev/onekvm-relay"
 DEFAULT_BAUDRATE = 9600
@@ -111,8 +111,7 @@ def probe_port(port: str) -> str:
                                port=port) from None
     except OSError as exc:
         if exc.errno == errno.EBUSY:
-            raise Busy("%s is in exclusive use by another program (%s)" % (port, port_users_text(port)),
-                       port=port) from None
+            raise port_busy(port) from None
         raise InvalidArgument("cannot open %s: %s" % (port, exc.strerror), port=port) from None
     try:
         if not os.isatty(fd):
@@ -121,8 +120,7 @@ def probe_port(port: str) -> str:
         try:  # the same advisory lock pyserial's exclusive mode takes
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise Busy("%s is in exclusive use by another program (%s)" % (port, port_users_text(port)),
-                       port=port) from None
+            raise port_busy(port) from None
     finally:
         os.close(fd)
     return device

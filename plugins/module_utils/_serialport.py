@@ -69,13 +69,17 @@ def open_port(port: str, baudrate: int, timeout: float, exclusive: bool = True):
             raise PermissionDenied("cannot open %s: permission denied; run as root (become: true)" % port,
                                    port=port) from None
         if err in (errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK) or "exclusively lock" in text:
-            raise Busy("%s is in exclusive use by another program (%s)" % (port, port_users_text(port)),
-                       port=port) from None
+            raise port_busy(port) from None
         if err == errno.ENOENT:
             raise NotFound("serial port %s vanished while opening it" % port, port=port) from None
         if err == errno.ENOTTY or "Inappropriate ioctl" in text or "termios" in text.lower():
             raise InvalidArgument("%s is not a tty (not a serial port): %s" % (port, text), port=port) from None
         raise InvalidArgument("cannot open %s: %s" % (port, text), port=port) from None
+
+
+def port_busy(port: str) -> Busy:
+    """The error for a port another program holds exclusively, naming who holds it."""
+    return Busy("%s is in exclusive use by another program (%s)" % (port, port_users_text(port)), port=port)
 
 
 def port_users(port: str) -> list[dict]:
