@@ -12,6 +12,7 @@ error line instead of restarting it in a loop.
 
 from __future__ import annotations
 
+import os
 import signal
 
 from . import _watchdog
@@ -65,10 +66,27 @@ def _status(path: str) -> dict:
     state = _watchdog.read_state(path)
     failure = state.get("last_failure") or {}
     action = state.get("last_action") or {}
-    summary = "watchdog: %s" % state.get("status", "?")
+    summary = state.get("status", "?")
     if state.get("status") != "ok" and failure.get("reasons"):
         summary += " (%s)" % "; ".join(failure["reasons"])
     if action:
         summary += "; last action %s: %s" % (action.get("step"), action.get("result"))
-    state["message"] = summary
+    # the file outlives the service (stopped, killed, a --once run): its status is then history
+    state["running"] = _process_exists(state.get("pid"))
+    if state["running"]:
+        state["message"] = "watchdog: " + summary
+    else:
+        state["message"] = "watchdog: not running (pid %s is gone); its last state: %s" % (state.get("pid"), summary)
     return state
+
+
+def _process_exists(pid) -> bool:
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by root (``onekvm status`` may run as kvmd)
+        return True
+    return True

@@ -40,11 +40,11 @@ SETTINGS = {
 }
 
 
-def apply_role(box, **overrides):
-    """Run the role's watchdog tasks against the box with SETTINGS (+ overrides)."""
+def apply_role(box, tasks_from="watchdog", **overrides):
+    """Run the role's watchdog tasks (or ``tasks_from``) against the box with SETTINGS (+ overrides)."""
     settings = dict(SETTINGS, **overrides)
     play = [{"hosts": "box", "gather_facts": False, "tasks": [
-        {"name": "Watchdog", "ansible.builtin.include_role": {"name": "onekvm.fleet.onekvm", "tasks_from": "watchdog"}}]}]
+        {"name": "Watchdog", "ansible.builtin.include_role": {"name": "onekvm.fleet.onekvm", "tasks_from": tasks_from}}]}]
     with tempfile.TemporaryDirectory() as tmp:
         play_path = os.path.join(tmp, "play.yml")
         vars_path = os.path.join(tmp, "vars.json")
@@ -245,3 +245,19 @@ def test_invalid_config_fails_once(clean):
     finally:
         box.run("cat > %s" % CONFIG, input=good)
         box.run("systemctl reset-failed %s; systemctl start %s" % (UNIT, UNIT))
+
+
+def test_disabled_by_the_role_it_stops_and_stays_off(clean):
+    box = clean
+    try:
+        # what the role runs when onekvm_watchdog_enabled is false
+        assert '"changed": true' in apply_role(box, tasks_from="watchdog_off").stdout
+        assert unit_prop(box, "ActiveState") == "inactive"
+        assert box.run("systemctl is-enabled %s" % UNIT, check=False).stdout.strip() == "disabled"
+        status = box.cli("status")
+        assert status["running"] is False and status["message"].startswith("watchdog: not running"), status
+        assert '"changed": true' not in apply_role(box, tasks_from="watchdog_off").stdout
+    finally:
+        apply_role(box)  # back on, as the other tests expect
+    assert box.run("systemctl is-enabled %s" % UNIT, check=False).stdout.strip() == "enabled"
+    wait_for("the restarted watchdog's state", lambda: box.cli("status", check=False).get("running"), timeout=60)

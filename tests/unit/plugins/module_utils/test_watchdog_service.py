@@ -348,10 +348,20 @@ def test_cli_once_and_status(tmp_path):
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert [e["event"] for e in out["events"]] == ["failure_detected", "action_started", "action_skipped"]
+    # the --once run has ended: its state is reported as history
+    res = run_cli("--json", "status", "--state-file", str(tmp_path / "wd.json"))
+    assert res.returncode == 0 and json.loads(res.stdout)["running"] is False
+    res = run_cli("status", "--state-file", str(tmp_path / "wd.json"))
+    assert res.returncode == 0
+    assert res.stdout.startswith("watchdog: not running (pid %d is gone); its last state: recovering "
+                                 "(video_node: video node %s is missing)" % (out["state"]["pid"], node))
+    assert "last action restart_streamer: skipped" in res.stdout.splitlines()[0]
+    # the same state written by a live process (this one) is news
+    state = json.loads((tmp_path / "wd.json").read_text())
+    (tmp_path / "wd.json").write_text(json.dumps(dict(state, pid=os.getpid())))
     res = run_cli("status", "--state-file", str(tmp_path / "wd.json"))
     assert res.returncode == 0
     assert res.stdout.startswith("watchdog: recovering (video_node: video node %s is missing)" % node)
-    assert "last action restart_streamer: skipped" in res.stdout.splitlines()[0]
     missing = run_cli("status", "--state-file", str(tmp_path / "absent.json"))
     assert missing.returncode == 3 and "is onekvm-watchdog.service running?" in missing.stderr
 
