@@ -52,6 +52,30 @@ def test_full_role_rerun_changes_nothing_either(fleet):
     assert all(c["ok"] > 35 for c in counts.values()), counts  # the role did run
 
 
+def test_the_gate_does_not_trust_a_state_file_whose_writer_is_gone(fleet):
+    canary = fleet["names"][0]
+    unit = "onekvm-watchdog.service"
+    pid = containers.box_exec(canary, "systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip()
+    state_file = "/run/onekvm/watchdog.json"
+    # the unit is active but its process is frozen, and the state file says "ok" on behalf of a
+    # process that is gone: what a gate could read between a restart and the new process's first check
+    assert pid not in ("", "0"), "the canary's watchdog is not running"
+    gone = containers.box_exec(canary, "sh", "-c", "echo $$").stdout.strip()  # a shell that has exited
+    state = containers.box_json(canary, "cat", state_file)
+    containers.box_exec(canary, "kill", "-STOP", pid)
+    try:
+        containers.box_exec(canary, "python3", "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])",
+                            state_file, json.dumps(dict(state, status="ok", pid=int(gone))))
+        assert containers.box_json(canary, "/usr/local/bin/onekvm", "--json", "status")["running"] is False
+        done = provision(fleet, "-e", "fleet_gate_retries=1")
+        assert done.returncode != 0
+        assert "The capture watchdog on %s does not pass the gate" % canary in done.stdout
+        assert "watchdog: not running (pid %s is gone)" % gone in done.stdout
+    finally:
+        containers.box_exec(canary, "kill", "-CONT", pid)
+    restart_watchdogs(fleet)
+
+
 def test_a_bad_setting_stops_at_the_canary(fleet):
     canary, rest = fleet["names"]
     before = containers.box_exec(rest, "cat", "/etc/onekvm/watchdog.json").stdout
