@@ -12,7 +12,6 @@ error line instead of restarting it in a loop.
 
 from __future__ import annotations
 
-import os
 import signal
 
 from . import _watchdog
@@ -72,21 +71,9 @@ def _status(path: str) -> dict:
     if action:
         summary += "; last action %s: %s" % (action.get("step"), action.get("result"))
     # the file outlives the service (stopped, killed, a --once run): its status is then history
-    state["running"] = _process_exists(state.get("pid"))
+    state["running"] = _watchdog.process_alive(state.get("pid"))
     if state["running"]:
         state["message"] = "watchdog: " + summary
     else:
         state["message"] = "watchdog: not running (pid %s is gone); its last state: %s" % (state.get("pid"), summary)
     return state
-
-
-def _process_exists(pid) -> bool:
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by root (``onekvm status`` may run as kvmd)
-        return True
-    return True

@@ -556,9 +556,9 @@ class Actions:
         for pid in pids:
             self._signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(self._alive(pid) for pid in pids):
+        while time.monotonic() < deadline and any(process_alive(pid, self.proc_root) for pid in pids):
             self.sleep(0.1)
-        killed = [pid for pid in pids if self._alive(pid)]
+        killed = [pid for pid in pids if process_alive(pid, self.proc_root)]
         for pid in killed:  # a streamer stuck on a dead device may ignore SIGTERM
             self._signal(pid, signal.SIGKILL)
         return {"pids": pids, "sigkill": killed}
@@ -580,14 +580,17 @@ class Actions:
             raise PermissionDenied("not allowed to signal streamer pid %d; the watchdog needs CAP_KILL" % pid,
                                    pid=pid) from None
 
-    def _alive(self, pid: int) -> bool:
-        """Still running: present in /proc and not a zombie waiting for its parent (kvmd)."""
-        try:
-            with open(os.path.join(self.proc_root, str(pid), "stat"), encoding="utf-8", errors="replace") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return False
-        return state not in ("Z", "X")
+
+def process_alive(pid, proc_root: str = "/proc") -> bool:
+    """Still running: a positive int present in /proc and not a zombie waiting for its parent."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        with open(os.path.join(proc_root, str(pid), "stat"), encoding="utf-8", errors="replace") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def find_processes(patterns: list, proc_root: str = "/proc") -> list:
