@@ -10,8 +10,9 @@ import json
 import pytest
 
 from ansible_collections.onekvm.fleet.plugins.module_utils._errors import InvalidArgument, NotFound
-from ansible_collections.onekvm.fleet.plugins.module_utils._watchdog import (
-    DEFAULT_LADDER, default_probes, load_config, parse_config)
+from ansible_collections.onekvm.fleet.plugins.module_utils._watchdog_config import (
+    DEFAULT_LADDER, load_config, parse_config)
+from ansible_collections.onekvm.fleet.plugins.module_utils._watchdog_probes import default_probes
 
 BASE = {"dongle": {"id": "534D:2109", "port": "1-1.2"}}
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.onekvm.fleet.plugins.module_utils._watchdog import (
-    FAILING, OK, UNKNOWN, Health, Ladder, parse_config)
+from ansible_collections.onekvm.fleet.plugins.module_utils._watchdog_config import parse_config
+from ansible_collections.onekvm.fleet.plugins.module_utils._watchdog_ladder import Ladder
+from ansible_collections.onekvm.fleet.plugins.module_utils._watchdog_probes import FAILING, OK, UNKNOWN, Health
 
 BAD = Health(FAILING, ["ustreamer: offline"], {})
 GOOD = Health(OK, [], {})

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from ansible_collections.onekvm.fleet.plugins.module_utils import _watchdog
-from ansible_collections.onekvm.fleet.plugins.module_utils._errors import DeviceError, NotFound, Timeout
+from ansible_collections.onekvm.fleet.plugins.module_utils._errors import DeviceError, NotFound, PermissionDenied, Timeout
 from ansible_collections.onekvm.fleet.plugins.module_utils._ustreamer import StreamerNotRunning
 from ansible_collections.onekvm.fleet.tests.support.boxpkg import run_cli
 
@@ -256,7 +256,7 @@ def test_a_probe_that_cannot_run_is_not_a_failure(tmp_path):
     config = config_for(tmp_path)
 
     def broken(cfg):
-        raise _watchdog.PermissionDenied("no access to sysfs")
+        raise PermissionDenied("no access to sysfs")
 
     health = _watchdog.check_health(config, {"dongle": broken, "video": lambda cfg: (True, "ok")})
     assert health.verdict == "unknown" and health.probes["dongle"] == [None, "no access to sysfs"]

@@ -1,0 +1,201 @@
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The watchdog's configuration: the JSON file the role renders, fully validated.
+
+PRIVATE to the onekvm.fleet collection. Box-side core: standard library only.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+
+from . import _ustreamer
+from ._errors import InvalidArgument, NotFound, PermissionDenied
+
+
+DEFAULT_CONFIG_PATH = "/etc/onekvm/watchdog.json"
+DEFAULT_STATE_FILE = "/run/onekvm/watchdog.json"
+DEFAULT_METRICS_FILE = "/var/lib/prometheus/node-exporter/onekvm_watchdog.prom"
+
+STEPS = ("restart_streamer", "ioctl", "authorize", "power_cycle", "ch9329")
+USB_STEPS = ("ioctl", "authorize", "power_cycle")
+FAST_RECHECK = 1.0  # seconds between checks while a step's wait runs, so a healing is seen at once
+FILES_HEARTBEAT = 60.0  # seconds: state and metrics files are rewritten at least this often
+RESET_TIMEOUT = 15.0  # a reset plus the device's return; WatchdogSec must exceed lock_timeout + this
+DEFAULT_LADDER = ["restart_streamer", "ioctl", "authorize", "power_cycle", "ch9329"]
+
+DEFAULTS = {
+    "interval": 5.0,  # seconds between checks
+    "grace": 10.0,  # a failure must last this long before the first action
+    "dongle": {"id": "", "port": ""},
+    "video_node": "/dev/kvmd-video",  # "" disables the probe
+    "ustreamer": {"enabled": True, "socket": _ustreamer.DEFAULT_SOCKET, "timeout": 2.0, "min_fps": 1.0},
+    "hid": {"enabled": False, "device": "/dev/kvmd-hid", "adapter_id": "", "adapter_port": "", "timeout": 1.0},
+    "streamer_patterns": ["kvmd/streamer:", "ustreamer"],
+    "ladder": DEFAULT_LADDER,
+    "waits": {"restart_streamer": 15.0, "ioctl": 15.0, "authorize": 20.0, "power_cycle": 25.0, "ch9329": 15.0},
+    "max_actions_per_hour": 6,
+    "backoff": 600.0,  # after the ladder ran out: wait this long, then try again (doubling); 0 = never
+    "backoff_max": 3600.0,
+    "lock_timeout": 20.0,
+    "state_file": DEFAULT_STATE_FILE,
+    "metrics_file": DEFAULT_METRICS_FILE,  # "" disables the textfile
+}
+
+USB_ID_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{4}$")
+USB_PORT_RE = re.compile(r"^[0-9]+-[0-9]+(\.[0-9]+)*$")
+
+
+class Config(collections.namedtuple("Config", sorted(DEFAULTS))):
+    """A validated watchdog configuration (fields as in ``DEFAULTS``)."""
+
+    __slots__ = ()
+
+    @property
+    def dongle_probe(self) -> bool:
+        return bool(self.dongle["id"] or self.dongle["port"])
+
+
+def load_config(path: str = DEFAULT_CONFIG_PATH) -> Config:
+    """Read and validate the JSON config file; raise a clear error naming what is wrong."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        raise NotFound("watchdog config %s does not exist; render it with the onekvm.fleet.onekvm role" % path,
+                       path=path) from None
+    except PermissionError:
+        raise PermissionDenied("cannot read watchdog config %s: permission denied; run as root" % path,
+                               path=path) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument("watchdog config %s is not valid JSON: %s" % (path, exc), path=path) from None
+    except OSError as exc:
+        raise InvalidArgument("cannot read watchdog config %s: %s" % (path, exc.strerror or exc), path=path) from None
+    try:
+        return parse_config(raw)
+    except InvalidArgument as exc:
+        raise InvalidArgument("watchdog config %s: %s" % (path, exc.msg), path=path) from None
+
+
+def parse_config(raw: object) -> Config:
+    """Merge ``raw`` over the defaults and validate every field."""
+    if not isinstance(raw, dict):
+        raise InvalidArgument("the config must be a JSON object, got %s" % type(raw).__name__)
+    values = {}
+    for key, default in DEFAULTS.items():
+        values[key] = _merge(key, default, raw.get(key, default))
+    _reject_unknown(raw, DEFAULTS, "")
+    _check_numbers(values)
+    _check_devices(values)
+    _check_ladder(values)
+    _check_paths(values)
+    return Config(**values)
+
+
+def _merge(key: str, default, value):
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise InvalidArgument("%s must be an object with keys %s" % (key, ", ".join(sorted(default))))
+        _reject_unknown(value, default, key + ".")
+        merged = dict(default)
+        for sub, sub_default in default.items():
+            merged[sub] = _typed(key + "." + sub, sub_default, value.get(sub, sub_default))
+        return merged
+    return _typed(key, default, value)
+
+
+def _typed(name: str, default, value):
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise InvalidArgument("%s must be true or false, got %r" % (name, value))
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidArgument("%s must be a number, got %r" % (name, value))
+        if isinstance(default, float):
+            return float(value)
+        return int(value) if value == int(value) else value  # a fraction is refused by the range checks
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise InvalidArgument("%s must be a string, got %r" % (name, value))
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidArgument("%s must be a list of strings, got %r" % (name, value))
+        return list(value)
+    return value
+
+
+def _reject_unknown(given: dict, known: dict, prefix: str) -> None:
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise InvalidArgument("unknown key %s%s (known: %s); check the spelling" % (
+            prefix, unknown[0], ", ".join(sorted(known))))
+
+
+def _check_numbers(values: dict) -> None:
+    positive = {"interval": values["interval"], "ustreamer.timeout": values["ustreamer"]["timeout"],
+                "hid.timeout": values["hid"]["timeout"]}
+    for name, value in positive.items():
+        if value <= 0:
+            raise InvalidArgument("%s must be greater than 0, got %s" % (name, value))
+    not_negative = {"grace": values["grace"], "ustreamer.min_fps": values["ustreamer"]["min_fps"],
+                    "backoff": values["backoff"], "backoff_max": values["backoff_max"],
+                    "lock_timeout": values["lock_timeout"]}
+    not_negative.update(("waits." + k, v) for k, v in values["waits"].items())
+    for name, value in not_negative.items():
+        if value < 0:
+            raise InvalidArgument("%s must not be negative, got %s" % (name, value))
+    if not isinstance(values["max_actions_per_hour"], int) or values["max_actions_per_hour"] < 1:
+        raise InvalidArgument("max_actions_per_hour must be a whole number >= 1, got %r" % values["max_actions_per_hour"])
+    if values["backoff_max"] < values["backoff"]:
+        raise InvalidArgument("backoff_max (%s) must not be smaller than backoff (%s)" % (values["backoff_max"], values["backoff"]))
+
+
+def _check_devices(values: dict) -> None:
+    for name, value, pattern, example in (
+            ("dongle.id", values["dongle"]["id"], USB_ID_RE, "534d:2109"),
+            ("dongle.port", values["dongle"]["port"], USB_PORT_RE, "1-1.2"),
+            ("hid.adapter_id", values["hid"]["adapter_id"], USB_ID_RE, "1a86:7523"),
+            ("hid.adapter_port", values["hid"]["adapter_port"], USB_PORT_RE, "1-1.1")):
+        if value and not pattern.match(value):
+            raise InvalidArgument("%s must look like %s (see `onekvm usb-list`), got %r" % (name, example, value))
+    values["dongle"]["id"] = values["dongle"]["id"].lower()
+    values["hid"]["adapter_id"] = values["hid"]["adapter_id"].lower()
+    if values["hid"]["enabled"] and not values["hid"]["device"].startswith("/"):
+        raise InvalidArgument("hid.device must be an absolute path like /dev/kvmd-hid, got %r" % values["hid"]["device"])
+    if not values["streamer_patterns"] or not all(p.strip() for p in values["streamer_patterns"]):
+        raise InvalidArgument("streamer_patterns must list at least one non-empty command prefix, e.g. 'kvmd/streamer:'")
+
+
+def _check_ladder(values: dict) -> None:
+    ladder = values["ladder"]
+    if not ladder:
+        raise InvalidArgument("ladder must name at least one step (%s)" % ", ".join(STEPS))
+    for step in ladder:
+        if step not in STEPS:
+            raise InvalidArgument("ladder step %r is unknown; choose from %s" % (step, ", ".join(STEPS)))
+    if len(set(ladder)) != len(ladder):
+        raise InvalidArgument("ladder names a step twice: %s" % ", ".join(ladder))
+    if any(step in USB_STEPS for step in ladder) and not (values["dongle"]["id"] or values["dongle"]["port"]):
+        raise InvalidArgument("the ladder has USB resets but no dongle is configured: set dongle.id and/or dongle.port")
+    if "ch9329" in ladder and values["hid"]["enabled"] and not (values["hid"]["adapter_id"] or values["hid"]["adapter_port"]):
+        raise InvalidArgument("the ch9329 step resets the HID adapter first: set hid.adapter_id and/or hid.adapter_port")
+    probes = values["dongle"]["id"] or values["dongle"]["port"] or values["video_node"] or values["ustreamer"]["enabled"]
+    if not probes and not values["hid"]["enabled"]:
+        raise InvalidArgument("every probe is disabled: configure the dongle, video_node, ustreamer or hid")
+
+
+def _check_paths(values: dict) -> None:
+    for name in ("state_file", "metrics_file", "video_node"):
+        if values[name] and not values[name].startswith("/"):
+            raise InvalidArgument("%s must be an absolute path (or empty to disable), got %r" % (name, values[name]))
+    if not values["state_file"]:
+        raise InvalidArgument("state_file must be set: `onekvm status` reads it")
+    if values["ustreamer"]["enabled"] and not values["ustreamer"]["socket"].startswith("/"):
+        raise InvalidArgument("ustreamer.socket must be an absolute path, got %r" % values["ustreamer"]["socket"])
+    if values["metrics_file"] and not values["metrics_file"].endswith(".prom"):
+        raise InvalidArgument("metrics_file must end in .prom (node_exporter's textfile collector reads only those)")

@@ -1,0 +1,129 @@
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The watchdog's reports: journal lines, the state file and the Prometheus textfile.
+
+PRIVATE to the onekvm.fleet collection. Box-side core: standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+from ._errors import InvalidArgument, NotFound, PermissionDenied
+from ._watchdog_config import DEFAULT_STATE_FILE, Config
+from ._watchdog_ladder import ACTED, FAILED, SKIPPED, STATUSES
+
+
+def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
+    """Replace ``path`` so readers see the old or the new content, never half of it."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def render_metrics(state: dict, config: Config) -> str:
+    """node_exporter textfile format (one HELP/TYPE per metric family)."""
+    counters = state["counters"]
+    lines = []
+
+    def family(name, kind, text, samples):
+        lines.append("# HELP onekvm_watchdog_%s %s" % (name, text))
+        lines.append("# TYPE onekvm_watchdog_%s %s" % (name, kind))
+        for labels, value in samples:
+            label_text = ",".join('%s="%s"' % kv for kv in labels)
+            lines.append("onekvm_watchdog_%s%s %s" % (name, "{%s}" % label_text if label_text else "", _num(value)))
+
+    family("up", "gauge", "1 while the capture is healthy or idle, 0 while a failure lasts",
+           [((), 1 if state["status"] == "ok" else 0)])
+    family("status", "gauge", "the watchdog's current status (1 for the active one)",
+           [((("status", s),), 1 if state["status"] == s else 0) for s in STATUSES])
+    family("needs_human", "gauge", "1 when every step of the ladder failed to heal the capture",
+           [((), 1 if state["status"] == "needs_human" else 0)])
+    family("checks_total", "counter", "health checks run", [((), counters["checks"])])
+    family("failures_total", "counter", "failure episodes detected", [((), counters["failures"])])
+    family("recoveries_total", "counter", "failure episodes healed by an action", [((), counters["recoveries"])])
+    family("rate_limited_total", "counter", "times the hourly action budget stopped the ladder",
+           [((), counters["rate_limited"])])
+    steps = list(dict.fromkeys(list(config.ladder) + sorted(counters["actions"])))
+    family("resets_total", "counter", "ladder steps that ran successfully, by method",
+           [((("method", s),), counters["actions"].get(s, {}).get(ACTED, 0)) for s in steps])
+    family("actions_total", "counter", "ladder steps attempted, by step and result",
+           [((("step", s), ("result", r)), counters["actions"].get(s, {}).get(r, 0))
+            for s in steps for r in (ACTED, FAILED, SKIPPED)])
+    if counters["last_recovery_seconds"] is not None:
+        family("last_recovery_seconds", "gauge", "time from failure detection to recovery, last episode",
+               [((), counters["last_recovery_seconds"])])
+    family("last_check_timestamp_seconds", "gauge",
+           "when the check these figures come from ran (unix time; rewritten on change, else every minute)",
+           [((), state["checked_at"])])
+    family("check_duration_seconds", "gauge", "how long the last check took", [((), state["check_duration"])])
+    return "\n".join(lines) + "\n"
+
+
+def _num(value) -> str:
+    if isinstance(value, float):
+        return repr(round(value, 6))
+    return str(int(value))
+
+
+WARNING_EVENTS = ("failure_detected", "needs_human", "rate_limited", "action_failed", "report_failed")
+
+
+class Reporter:
+    """Journal lines on stdout, the state file and the metrics file; never raises on I/O."""
+
+    def __init__(self, config: Config, out=None) -> None:
+        self.config = config
+        self.out = out or sys.stdout
+        self.broken = set()  # files whose write failed: said once, not every interval
+
+    def event(self, wall: float, event: dict) -> None:
+        line = dict(event)
+        line.setdefault("level", "warning" if line["event"] in WARNING_EVENTS else "info")
+        line["ts"] = round(wall, 3)
+        self.out.write(json.dumps(line, sort_keys=True, default=str) + "\n")
+        self.out.flush()
+
+    def files(self, wall: float, state: dict) -> None:
+        self._write(wall, self.config.state_file, json.dumps(state, indent=2, sort_keys=True, default=str) + "\n")
+        if self.config.metrics_file:
+            self._write(wall, self.config.metrics_file, render_metrics(state, self.config))
+
+    def _write(self, wall: float, path: str, text: str) -> None:
+        try:
+            write_atomically(path, text)
+        except OSError as exc:
+            if path not in self.broken:
+                self.broken.add(path)
+                self.event(wall, {"event": "report_failed", "path": path, "error": exc.strerror or str(exc)})
+        else:
+            self.broken.discard(path)
+
+
+def read_state(path: str = DEFAULT_STATE_FILE) -> dict:
+    """The state file the service writes (for ``onekvm status``)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise NotFound("no watchdog state in %s: is onekvm-watchdog.service running? (systemctl status onekvm-watchdog)"
+                       % path, path=path) from None
+    except PermissionError:
+        raise PermissionDenied("cannot read %s: permission denied" % path, path=path) from None
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument("cannot read the watchdog state %s: %s" % (path, exc), path=path) from None
