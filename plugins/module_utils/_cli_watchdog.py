@@ -12,6 +12,7 @@ error line instead of restarting it in a loop.
 
 from __future__ import annotations
 
+import json
 import signal
 
 from . import _watchdog
@@ -62,18 +63,30 @@ class _StopFlag:
 
 
 def _status(path: str) -> dict:
-    state = _watchdog.read_state(path)
-    failure = state.get("last_failure") or {}
-    action = state.get("last_action") or {}
-    summary = state.get("status", "?")
-    if state.get("status") != "ok" and failure.get("reasons"):
-        summary += " (%s)" % "; ".join(failure["reasons"])
+    state = _watchdog.read_state(path)  # a JSON object, or a clear error
+    failure = _object(state.get("last_failure"))
+    action = _object(state.get("last_action"))
+    summary = _text(state.get("status", "?"))
+    reasons = failure.get("reasons")
+    if summary != "ok" and isinstance(reasons, list) and reasons:
+        summary += " (%s)" % "; ".join(_text(r) for r in reasons)
     if action:
-        summary += "; last action %s: %s" % (action.get("step"), action.get("result"))
-    # the file outlives the service (stopped, killed, a --once run): its status is then history
-    state["running"] = _watchdog.process_alive(state.get("pid"))
+        summary += "; last action %s: %s" % (_text(action.get("step")), _text(action.get("result")))
+    # the file outlives the service (stopped, killed, a --once run), and a pid alone may name
+    # any process: running means that pid is a watchdog that started when the file says
+    pid = state.get("pid")
+    state["running"] = _watchdog.is_watchdog_process(pid, state.get("pid_start"))
     if state["running"]:
         state["message"] = "watchdog: " + summary
     else:
-        state["message"] = "watchdog: not running (pid %s is gone); its last state: %s" % (state.get("pid"), summary)
+        state["message"] = "watchdog: not running (pid %s is not the watchdog that wrote this); its last state: %s" % (
+            _text(pid), summary)
     return state
+
+
+def _object(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value) -> str:
+    return (value if isinstance(value, str) else json.dumps(value))[:200]

@@ -115,6 +115,9 @@ def _parse_body(socket_path: str, status: int, body: bytes) -> dict:
     except ValueError:
         raise DeviceError("ustreamer on %s sent /state that is not JSON: %r" % (socket_path, body[:80]),
                           socket=socket_path) from None
+    except RecursionError:  # whoever owns the socket's directory can serve anything
+        raise DeviceError("ustreamer on %s sent /state nested too deeply to be ustreamer's answer" % socket_path,
+                          socket=socket_path) from None
     result = payload.get("result") if isinstance(payload, dict) else None
     if not isinstance(result, dict) or not isinstance(result.get("source"), dict):
         raise DeviceError("ustreamer on %s sent /state without result.source: %r" % (socket_path, body[:80]),

@@ -27,7 +27,7 @@ import socket
 import time
 
 from ._errors import InvalidArgument, MissingDependency, NotFound, OnekvmError
-from ._watchdog_actions import Actions, find_processes, process_alive
+from ._watchdog_actions import Actions, find_processes, is_watchdog_process, process_alive, process_start
 from ._watchdog_config import (
     DEFAULT_CONFIG_PATH, DEFAULT_STATE_FILE, FILES_HEARTBEAT, Config, load_config, parse_config)
 from ._watchdog_ladder import ACTED, FAILED, SKIPPED, Ladder
@@ -37,7 +37,7 @@ from ._watchdog_report import Reporter, read_state, render_metrics, write_atomic
 
 # what the box command, the benchmark and the tests reach through this module
 __all__ = ["Actions", "Config", "DongleFinder", "Reporter", "Service", "check_health", "default_probes",
-           "find_processes", "load_config", "parse_config", "probe_dongle", "probe_hid", "probe_ustreamer",
+           "find_processes", "is_watchdog_process", "load_config", "parse_config", "probe_dongle", "probe_hid", "probe_ustreamer",
            "probe_video_node", "process_alive", "read_state", "render_metrics", "sd_notify", "watchdog_interval",
            "write_atomically", "DEFAULT_CONFIG_PATH", "DEFAULT_STATE_FILE"]
 
@@ -92,13 +92,18 @@ class Service:
         self.check_duration = 0.0
         self.files_summary = None  # what the files last said (status, verdict, probe results)
         self.files_written_at = float("-inf")
+        self.pid_start = process_start(os.getpid())  # with the pid, how `onekvm status` knows it is us
 
     def start(self) -> None:
         """Take over the previous run's counters and rate-limit history, then tell systemd."""
         try:
             saved = read_state(self.config.state_file)
-        except OnekvmError:
+        except NotFound:
             saved = {}
+        except OnekvmError as exc:  # /run outlives us and others can write there: start afresh, say why
+            saved = {}
+            self.reporter.event(self.wall(), {"event": "state_ignored", "path": self.config.state_file,
+                                              "error": exc.msg})
         self.ladder.restore(saved, self.clock(), self.wall())
         self.reporter.event(self.wall(), {"event": "started", "interval": self.config.interval,
                                           "grace": self.config.grace, "ladder": self.config.ladder,
@@ -161,6 +166,7 @@ class Service:
             probes={name: {"ok": ok, "detail": detail} for name, (ok, detail) in self.health.probes.items()}
             if self.health else {},
             pid=os.getpid(),
+            pid_start=self.pid_start,
             config={"interval": self.config.interval, "grace": self.config.grace, "ladder": self.config.ladder,
                     "max_actions_per_hour": self.config.max_actions_per_hour},
         )

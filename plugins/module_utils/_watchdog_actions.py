@@ -71,14 +71,42 @@ class Actions:
 
 def process_alive(pid, proc_root: str = "/proc") -> bool:
     """Still running: a positive int present in /proc and not a zombie waiting for its parent."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+    fields = _stat_fields(pid, proc_root)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def process_start(pid, proc_root: str = "/proc"):
+    """The process's start time (clock ticks after boot, /proc/PID/stat field 22), or None.
+
+    With the pid it names one process for the life of the boot: a pid reused by another
+    process has another start time.
+    """
+    fields = _stat_fields(pid, proc_root)
+    return int(fields[19]) if fields is not None and len(fields) > 19 and fields[19].isdigit() else None
+
+
+def is_watchdog_process(pid, start, proc_root: str = "/proc") -> bool:
+    """``pid`` is the live watchdog service that started at ``start`` (as its state file says)."""
+    if not process_alive(pid, proc_root) or start is None or process_start(pid, proc_root) != start:
         return False
     try:
-        with open(os.path.join(proc_root, str(pid), "stat"), encoding="utf-8", errors="replace") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+        with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as f:
+            argv = f.read(4096).decode("utf-8", "replace").split("\0")
+    except OSError:
         return False
-    return state not in ("Z", "X")
+    return "watchdog" in argv
+
+
+def _stat_fields(pid, proc_root: str):
+    """The fields of /proc/PID/stat after the command name (field 3 on), or None."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    try:
+        with open(os.path.join(proc_root, str(pid), "stat"), encoding="utf-8", errors="replace") as f:
+            fields = f.read(4096).rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields or None
 
 
 def find_processes(patterns: list, proc_root: str = "/proc") -> list:

@@ -9,6 +9,7 @@ PRIVATE to the onekvm.fleet collection. Box-side core: standard library only.
 from __future__ import annotations
 
 import collections
+import math
 
 from ._watchdog_config import STEPS, Config, FAST_RECHECK
 from ._watchdog_probes import OK, UNKNOWN, Health
@@ -183,7 +184,13 @@ class Ladder:
         }
 
     def restore(self, saved: dict, now: float, wall: float) -> None:
-        """Take over counters, the hourly action history and the backoff of an earlier run."""
+        """Take over counters, the hourly action history and the backoff of an earlier run.
+
+        ``saved`` comes from a file in /run: every field is checked, anything else is ignored.
+        """
+        if not isinstance(saved, dict):
+            return
+
         def to_mono(t):
             return now - (wall - t)
 
@@ -204,4 +211,5 @@ class Ladder:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite, non-negative JSON number (the state file may hold anything: NaN, -1, 1e999)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0

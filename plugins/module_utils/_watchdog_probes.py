@@ -36,6 +36,10 @@ def check_health(config: Config, probes: dict) -> Health:
             results[name] = list(probe(config))
         except OnekvmError as exc:  # a probe that cannot run is not evidence of a dead dongle
             results[name] = [None, exc.msg]
+        except Exception as exc:  # pylint: disable=broad-except
+            # an answer nobody foresaw (they come from sockets and files others control) must
+            # not end the service: no evidence this time, and the detail says what happened
+            results[name] = [None, "probe failed unexpectedly: %s: %s" % (type(exc).__name__, exc)]
     failures = ["%s: %s" % (name, detail) for name, (ok, detail) in results.items() if ok is False]
     if failures:
         verdict = FAILING

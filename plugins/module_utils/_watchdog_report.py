@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import tempfile
 
@@ -81,7 +82,7 @@ def _num(value) -> str:
     return str(int(value))
 
 
-WARNING_EVENTS = ("failure_detected", "needs_human", "rate_limited", "action_failed", "report_failed")
+WARNING_EVENTS = ("failure_detected", "needs_human", "rate_limited", "action_failed", "report_failed", "state_ignored")
 
 
 class Reporter:
@@ -115,15 +116,50 @@ class Reporter:
             self.broken.discard(path)
 
 
+MAX_STATE_BYTES = 1024 * 1024  # the service writes a few kB; anything bigger is not its file
+
+
 def read_state(path: str = DEFAULT_STATE_FILE) -> dict:
-    """The state file the service writes (for ``onekvm status``)."""
+    """The state file the service writes (for ``onekvm status`` and the service's restart).
+
+    /run outlives the service and other root processes can write there, so the file is
+    read as untrusted: a regular file only (never a FIFO or /dev/zero), at most
+    MAX_STATE_BYTES, and it must hold a JSON object.
+    """
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise NotFound("no watchdog state in %s: is onekvm-watchdog.service running? (systemctl status onekvm-watchdog)"
                        % path, path=path) from None
     except PermissionError:
         raise PermissionDenied("cannot read %s: permission denied" % path, path=path) from None
-    except (OSError, ValueError) as exc:
-        raise InvalidArgument("cannot read the watchdog state %s: %s" % (path, exc), path=path) from None
+    except OSError as exc:
+        raise InvalidArgument("cannot read the watchdog state %s: %s" % (path, exc.strerror or exc), path=path) from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise InvalidArgument("the watchdog state %s is not a regular file; remove it (the watchdog rewrites it "
+                                  "at its next check)" % path, path=path)
+        try:
+            raw = f.read(MAX_STATE_BYTES + 1)
+        except OSError as exc:
+            raise InvalidArgument("cannot read the watchdog state %s: %s" % (path, exc.strerror or exc),
+                                  path=path) from None
+    if len(raw) > MAX_STATE_BYTES:
+        raise InvalidArgument("the watchdog state %s is larger than %d bytes, so the watchdog did not write it; "
+                              "remove it" % (path, MAX_STATE_BYTES), path=path)
+    try:
+        state = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise InvalidArgument("the watchdog state %s is not valid JSON (%s); remove it" % (path, detail),
+                              path=path) from None
+    if not isinstance(state, dict):
+        raise InvalidArgument("the watchdog state %s holds a JSON %s, not the object the watchdog writes; remove it"
+                              % (path, _json_kind(state)), path=path)
+    return state
+
+
+def _json_kind(value) -> str:
+    if value is None:
+        return "null"
+    return {list: "array", str: "string", bool: "boolean"}.get(type(value), "number")
