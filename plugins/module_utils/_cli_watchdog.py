@@ -79,8 +79,8 @@ def _status(path: str) -> dict:
     if state["running"]:
         state["message"] = "watchdog: " + summary
     else:
-        state["message"] = "watchdog: not running (pid %s is not the watchdog that wrote this); its last state: %s" % (
-            _text(pid), summary)
+        why = "is another process, not the watchdog that wrote this" if _watchdog.process_alive(pid) else "is gone"
+        state["message"] = "watchdog: not running (pid %s %s); its last state: %s" % (_text(pid), why, summary)
     return state
 
 

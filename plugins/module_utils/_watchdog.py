@@ -23,7 +23,6 @@ Parts, each usable alone:
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 from ._errors import InvalidArgument, MissingDependency, NotFound, OnekvmError
@@ -34,41 +33,13 @@ from ._watchdog_ladder import ACTED, FAILED, SKIPPED, Ladder
 from ._watchdog_probes import (
     OK, DongleFinder, check_health, default_probes, probe_dongle, probe_hid, probe_ustreamer, probe_video_node)
 from ._watchdog_report import Reporter, read_state, render_metrics, write_atomically
+from ._watchdog_systemd import Keepalive, sd_notify, watchdog_interval
 
 # what the box command, the benchmark and the tests reach through this module
-__all__ = ["Actions", "Config", "DongleFinder", "Reporter", "Service", "check_health", "default_probes",
-           "find_processes", "is_watchdog_process", "load_config", "parse_config", "probe_dongle", "probe_hid", "probe_ustreamer",
-           "probe_video_node", "process_alive", "read_state", "render_metrics", "sd_notify", "watchdog_interval",
+__all__ = ["Actions", "Config", "DongleFinder", "Keepalive", "Reporter", "Service", "check_health", "default_probes",
+           "find_processes", "is_watchdog_process", "load_config", "parse_config", "probe_dongle", "probe_hid",
+           "probe_ustreamer", "probe_video_node", "process_alive", "read_state", "render_metrics", "sd_notify", "watchdog_interval",
            "write_atomically", "DEFAULT_CONFIG_PATH", "DEFAULT_STATE_FILE"]
-
-
-def sd_notify(message: str, environ=None) -> bool:
-    """Send ``message`` (e.g. ``READY=1``) to $NOTIFY_SOCKET; False when not run by systemd."""
-    address = (environ if environ is not None else os.environ).get("NOTIFY_SOCKET", "")
-    if not address:
-        return False
-    if address.startswith("@"):  # abstract namespace socket
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.connect(address)
-            sock.sendall(message.encode("utf-8"))
-    except OSError:
-        return False
-    return True
-
-
-def watchdog_interval(environ=None) -> float | None:
-    """Half of systemd's WatchdogSec (from $WATCHDOG_USEC) if it asked this process for pings."""
-    env = environ if environ is not None else os.environ
-    try:
-        usec = int(env.get("WATCHDOG_USEC", ""))
-    except ValueError:
-        return None
-    pid = env.get("WATCHDOG_PID")
-    if usec <= 0 or (pid and pid != str(os.getpid())):
-        return None
-    return usec / 2e6
 
 
 # ---------------------------------------------------------------------------------------
@@ -79,7 +50,7 @@ class Service:
     """One check per interval: probes -> ladder -> action -> reports -> systemd ping."""
 
     def __init__(self, config: Config, probes=None, actions=None, reporter=None, clock=time.monotonic,
-                 wall=time.time, notify=sd_notify) -> None:
+                 wall=time.time, notify=sd_notify, keepalive=None) -> None:
         self.config = config
         self.probes = probes if probes is not None else default_probes(config)
         self.actions = actions or Actions(config)
@@ -87,6 +58,8 @@ class Service:
         self.clock = clock
         self.wall = wall
         self.notify = notify
+        # systemd's WatchdogSec as this process sees it ($WATCHDOG_USEC), whatever the config says
+        self.keepalive = keepalive or Keepalive(watchdog_interval(), notify, clock)
         self.ladder = Ladder(config)
         self.health = None
         self.check_duration = 0.0
@@ -111,7 +84,15 @@ class Service:
         self.notify("READY=1\nSTATUS=started, first check running")
 
     def check_once(self) -> list:
-        """One iteration; returns the events it reported."""
+        """One iteration; returns the events it reported.
+
+        systemd's watchdog is kept fed while it runs (a step may wait for the box lock and a
+        device's return), but only as long as its probes and step can take by their timeouts.
+        """
+        with self.keepalive.cover(self.config.operation_bound):
+            return self._check_once()
+
+    def _check_once(self) -> list:
         started = self.clock()
         self.health = check_health(self.config, self.probes)
         now = self.clock()
@@ -125,7 +106,7 @@ class Service:
             events += events_done
         self.check_duration = self.clock() - started
         self._write_files(events)
-        self.notify("WATCHDOG=1\nSTATUS=%s" % self.status_line())
+        self.keepalive.ping(self.status_line())
         return events
 
     def _write_files(self, events: list) -> None:
@@ -153,7 +134,9 @@ class Service:
             now = self.clock()
             next_check = min(began + self.config.interval, now + self.ladder.due_in(now))
             while not should_stop() and self.clock() < next_check:
-                sleep(min(1.0, max(next_check - self.clock(), 0.0)))
+                sleep(min(self.keepalive.sleep_slice(), max(next_check - self.clock(), 0.0)))
+                if self.keepalive.due():
+                    self.keepalive.ping()
         self.notify("STOPPING=1")
         self.reporter.event(self.wall(), {"event": "stopped"})
 

@@ -43,7 +43,9 @@ DEFAULTS = {
     "lock_timeout": 20.0,
     "state_file": DEFAULT_STATE_FILE,
     "metrics_file": DEFAULT_METRICS_FILE,  # "" disables the textfile
+    "systemd_watchdog_sec": 0.0,  # the unit's WatchdogSec (0: none), so settings that cannot fit are refused
 }
+MIN_WATCHDOG_SEC = 2.0  # pings go out every WatchdogSec / 4 from a loop that looks at the clock each 0.5 s
 
 USB_ID_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{4}$")
 USB_PORT_RE = re.compile(r"^[0-9]+-[0-9]+(\.[0-9]+)*$")
@@ -57,6 +59,16 @@ class Config(collections.namedtuple("Config", sorted(DEFAULTS))):
     @property
     def dongle_probe(self) -> bool:
         return bool(self.dongle["id"] or self.dongle["port"])
+
+    @property
+    def operation_bound(self) -> float:
+        """The longest one check and its ladder step can take by their own timeouts.
+
+        The ch9329 step is the slowest: the adapter's USB reset and the chip's reset, each
+        waiting up to lock_timeout for the box lock and RESET_TIMEOUT for the device.
+        """
+        probes = self.ustreamer["timeout"] + self.hid["timeout"] + 10.0  # + a whole-bus USB scan, generously
+        return probes + 2 * (self.lock_timeout + RESET_TIMEOUT) + 10.0
 
 
 def load_config(path: str = DEFAULT_CONFIG_PATH) -> Config:
@@ -151,6 +163,14 @@ def _check_numbers(values: dict) -> None:
             raise InvalidArgument("%s must not be negative, got %s" % (name, value))
     if not isinstance(values["max_actions_per_hour"], int) or values["max_actions_per_hour"] < 1:
         raise InvalidArgument("max_actions_per_hour must be a whole number >= 1, got %r" % values["max_actions_per_hour"])
+    watchdog_sec = values["systemd_watchdog_sec"]
+    if watchdog_sec < 0 or 0 < watchdog_sec < MIN_WATCHDOG_SEC:
+        raise InvalidArgument("systemd_watchdog_sec must be 0 (no systemd watchdog) or at least %s, got %s"
+                              % (MIN_WATCHDOG_SEC, watchdog_sec))
+    if watchdog_sec and values["interval"] >= watchdog_sec:
+        raise InvalidArgument("interval (%s) must be shorter than systemd_watchdog_sec (%s): every check must come "
+                              "round within one watchdog period; raise the unit's WatchdogSec or check more often"
+                              % (values["interval"], watchdog_sec))
     if values["backoff_max"] < values["backoff"]:
         raise InvalidArgument("backoff_max (%s) must not be smaller than backoff (%s)" % (values["backoff_max"], values["backoff"]))
 

@@ -356,12 +356,15 @@ def test_cli_once_and_status(tmp_path):
     assert res.stdout.startswith("watchdog: not running (pid %d is gone); its last state: recovering "
                                  "(video_node: video node %s is missing)" % (out["state"]["pid"], node))
     assert "last action restart_streamer: skipped" in res.stdout.splitlines()[0]
-    # the same state written by a live process (this one) is news
+    # a live process that is not the watchdog which wrote the file (this one) is no news either;
+    # the live service itself is in test_watchdog_hostile.py
     state = json.loads((tmp_path / "wd.json").read_text())
     (tmp_path / "wd.json").write_text(json.dumps(dict(state, pid=os.getpid())))
     res = run_cli("status", "--state-file", str(tmp_path / "wd.json"))
     assert res.returncode == 0
-    assert res.stdout.startswith("watchdog: recovering (video_node: video node %s is missing)" % node)
+    assert res.stdout.startswith("watchdog: not running (pid %d is another process, not the watchdog that wrote "
+                                 "this); its last state: recovering (video_node: video node %s is missing)"
+                                 % (os.getpid(), node))
     missing = run_cli("status", "--state-file", str(tmp_path / "absent.json"))
     assert missing.returncode == 3 and "is onekvm-watchdog.service running?" in missing.stderr
 
