@@ -17,13 +17,12 @@ from __future__ import annotations
 import errno
 import json
 import socket
-import time
 
 from ._errors import DeviceError, InvalidArgument, NotFound, PermissionDenied, Timeout
+from ._unixhttp import MAX_BODY, http_get, split_response
 
 DEFAULT_SOCKET = "/run/kvmd/ustreamer.sock"
 DEFAULT_TIMEOUT = 2.0
-MAX_BODY = 1024 * 1024  # /state is a few hundred bytes; refuse to read a runaway answer
 
 
 class StreamerNotRunning(NotFound):
@@ -37,62 +36,14 @@ def get_state(socket_path: str = DEFAULT_SOCKET, timeout: float = DEFAULT_TIMEOU
     if not timeout or timeout <= 0:
         raise InvalidArgument("the ustreamer timeout must be a positive number of seconds, got %r" % (timeout,))
     try:
-        raw = _http_get(socket_path, "/state", timeout)
+        raw = http_get(socket_path, "/state", timeout)
     except socket.timeout:
         raise Timeout("ustreamer did not answer GET /state on %s within %.1f s" % (socket_path, timeout),
                       socket=socket_path) from None
     except OSError as exc:
         raise _connection_error(socket_path, exc) from None
-    status, body = _split_response(socket_path, raw)
+    status, body = split_response(socket_path, raw)
     return _parse_body(socket_path, status, body)
-
-
-def _http_get(socket_path: str, path: str, timeout: float) -> bytes:
-    """One HTTP/1.0 GET over the unix socket; the server closes the connection after answering.
-
-    A plain request rather than http.client: the watchdog runs for months on small boxes,
-    and http.client loads the email package and ssl (about 6 MB more resident memory).
-    """
-    deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(socket_path)
-        sock.sendall(b"GET " + path.encode("ascii") + b" HTTP/1.0\r\nHost: localhost\r\nAccept: application/json\r\n\r\n")
-        chunks = []
-        size = 0
-        while size <= MAX_BODY:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise socket.timeout("timed out")
-            sock.settimeout(left)
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    return b"".join(chunks)
-
-
-def _split_response(socket_path: str, raw: bytes) -> tuple:
-    """``(status, body)`` of an HTTP answer, checked against its Content-Length."""
-    head, separator, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status_line = lines[0].split(" ", 2)
-    if not separator or len(status_line) < 2 or not status_line[0].startswith("HTTP/") or not status_line[1].isdigit():
-        raise DeviceError("ustreamer on %s sent a malformed HTTP answer: %r" % (socket_path, raw[:60]), socket=socket_path)
-    headers = {}
-    for line in lines[1:]:
-        name, dummy, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        raise DeviceError("ustreamer on %s sent a chunked answer to an HTTP/1.0 request" % socket_path, socket=socket_path)
-    length = headers.get("content-length", "")
-    if length.isdigit():
-        if len(body) < int(length):
-            raise DeviceError("ustreamer on %s closed the connection after %d of %s bytes" % (socket_path, len(body), length),
-                              socket=socket_path)
-        body = body[:int(length)]
-    return int(status_line[1]), body
 
 
 def _connection_error(socket_path: str, exc: OSError):
