@@ -68,8 +68,8 @@ def test_service_starts_on_a_hostile_state_file(tmp_path, name):
     assert lines[-1]["event"] != "crashed"
     state = json.loads(state_file.read_text())  # replaced by a sane one
     assert state["status"] == "ok" and state["pid"] == os.getpid()
-    assert all(isinstance(v, int) and v >= 0 for k, v in state["counters"].items() if k not in ("actions",
-                                                                                              "last_recovery_seconds"))
+    counts = {k: v for k, v in state["counters"].items() if k not in ("actions", "last_recovery_seconds")}
+    assert all(isinstance(v, int) and v >= 0 for v in counts.values())
     if name in ("array", "string", "null", "number", "deep", "not_utf8"):
         ignored = [e for e in lines if e["event"] == "state_ignored"]
         assert len(ignored) == 1 and ignored[0]["level"] == "warning" and str(state_file) in ignored[0]["error"]
@@ -132,8 +132,8 @@ def test_a_probe_raising_the_unforeseen_does_not_end_the_service(tmp_path):
     service.start()
     service.check_once()
     state = json.loads((tmp_path / "run" / "wd.json").read_text())
-    assert state["probes"]["capture"] == {"ok": None, "detail": "probe failed unexpectedly: TypeError: "
-                                                                 "'NoneType' object is not subscriptable"}
+    detail = "probe failed unexpectedly: TypeError: 'NoneType' object is not subscriptable"
+    assert state["probes"]["capture"] == {"ok": None, "detail": detail}
 
 
 # ---- onekvm status -----------------------------------------------------------------------
@@ -170,14 +170,14 @@ def test_status_reads_dev_zero_and_a_fifo_without_hanging(tmp_path):
 
 
 def test_status_survives_fields_of_the_wrong_type(tmp_path):
-    write(tmp_path / "wd.json", json.dumps({"status": ["failing"], "last_failure": "x", "last_action": 5,
-                                             "pid": "one"}))
+    write(tmp_path / "wd.json", json.dumps({"status": ["failing"], "last_failure": "x", "last_action": 5, "pid": "one"}))
     res = run_cli("--json", "status", "--state-file", str(tmp_path / "wd.json"))
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["running"] is False and out["message"].startswith("watchdog: not running")
-    write(tmp_path / "wd.json", json.dumps({"status": "failing", "last_failure": {"reasons": [1, {"a": 2}]},
-                                             "last_action": {"step": None, "result": []}, "pid": os.getpid()}))
+    wrong = {"status": "failing", "last_failure": {"reasons": [1, {"a": 2}]}, "last_action": {"step": None, "result": []},
+             "pid": os.getpid()}
+    write(tmp_path / "wd.json", json.dumps(wrong))
     res = run_cli("status", "--state-file", str(tmp_path / "wd.json"))
     assert res.returncode == 0 and "failing (1; {\"a\": 2}); last action null: []" in res.stdout, res.stderr
 
