@@ -8,9 +8,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${ONEKVM_CACHE:-$HOME/.cache/onekvm-fleet}
 mkdir -p "$CACHE"
 
-# ansible-test sanity silently skips its shell script check when shellcheck is missing.
+# ansible-test sanity silently skips its shell script check when shellcheck is missing;
+# sudo judges the role's sudoers rules in the unit tests.
 APT_PACKAGES=(qemu-system-x86 qemu-utils debootstrap e2fsprogs openssh-client podman runc
-  usbutils uhubctl socat make git chromium shellcheck)
+  usbutils uhubctl socat make git chromium shellcheck sudo)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -26,8 +26,10 @@ description:
     serial (LCUS) USB relay through the C(onekvm relay pulse) box command. V(hidrelay) drives a HID USB relay with
     kvmd's native C(hidrelay) driver. V(led) shows the result of a command as a lamp (kvmd's C(cmdret) driver,
     on when it exits 0). V(label) and V(separator) only shape the table.
-  - Commands that need root (O(_input[].sudo=true), the default for V(relay)) run as C(sudo -n <command>);
-    P(onekvm.fleet.kvmd_gpio_sudoers#filter) lists exactly those commands for a sudoers drop-in.
+  - Commands that need root (O(_input[].sudo=true), the default for V(relay)) run as C(sudo -n <button_dir>/<name>),
+    a root-owned wrapper per button that runs the command with exactly its arguments and takes none itself.
+    P(onekvm.fleet.kvmd_gpio_sudoers#filter) lists those buttons for the wrappers and a sudoers drop-in that allows
+    each wrapper only without arguments, so no argument ever goes through sudoers' syntax.
 options:
   _input:
     description: The buttons, in display order. Each item is a dictionary.
@@ -38,7 +40,7 @@ options:
       name:
         description:
           - Channel name (and driver name for V(cmd), V(relay) and V(led)).
-          - Must match C(^[a-zA-Z_][a-zA-Z0-9_-]*$) and must not look like C(__x__). Not used by V(label) and V(separator).
+          - Must match C(^[a-zA-Z_][a-zA-Z0-9_-]*$) (one line) and must not look like C(__x__). Not used by V(label) and V(separator).
         type: str
       kind:
         description: What the item is.
@@ -51,7 +53,9 @@ options:
           - Must not contain C(|) or a newline.
         type: str
       cmd:
-        description: For V(cmd) and V(led), the command as an argument list; the first item is an absolute path.
+        description:
+          - For V(cmd) and V(led), the command as an argument list; the first item is a plain absolute path (no C(.) or C(..) parts).
+          - Arguments may hold any character but a line break or NUL, at most 4096 characters each.
         type: list
         elements: str
       sudo:
@@ -91,7 +95,7 @@ options:
         type: float
         default: 0.5
       port:
-        description: For V(relay), the relay's serial port.
+        description: For V(relay), the relay's serial port, a plain path under C(/dev/) (no C(..) parts).
         type: str
         default: /dev/onekvm-relay
       device:
@@ -123,6 +127,10 @@ options:
     description: Path of C(sudo) on the box.
     type: str
     default: /usr/bin/sudo
+  button_dir:
+    description: Directory of the root buttons' wrappers (root-owned, one file per button, named after it).
+    type: str
+    default: /usr/local/lib/onekvm/buttons
 """
 
 EXAMPLES = r"""
@@ -159,7 +167,19 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
-NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]*$")
+# kvmd's channel/driver name pattern; \Z, not $: "$" also matches before a trailing newline
+NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]*\Z")
+# Debian's adduser NAME_REGEX (without the Samba "$"): a plain login name, never ALL, %group,
+# +netgroup, #uid or a list, so the sudoers rule names exactly one user.
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+# An absolute path made of plain components (no "." or "..", no doubled "/"), for the paths the
+# role writes into kvmd's config and the sudoers rule.
+_PATH_PART = r"/(?!\.\.?(?:/|\Z))[A-Za-z0-9_.+@:-]+"
+CLEAN_PATH_RE = re.compile(r"^(?:%s)+\Z" % _PATH_PART)
+DEV_PATH_RE = re.compile(r"^/dev(?:%s)+\Z" % _PATH_PART)
+# One argument of a root button's command, at most this many characters (Linux refuses a single
+# argv string above 128 KiB, MAX_ARG_STRLEN; kvmd's config is not the place for that much).
+MAX_ARG_CHARS = 4096
 RESERVED_RE = re.compile(r"^__.*__$")
 LED_COLORS = ("green", "yellow", "red", "blue", "cyan", "magenta", "pink", "white")
 KINDS = ("cmd", "relay", "hidrelay", "led", "label", "separator")
@@ -174,6 +194,9 @@ KIND_KEYS = {
 }
 PULSE_KEYS = ("delay", "min_delay", "max_delay")
 RELAY_BOARD_SIZES = (1, 2, 4, 8)
+ONEKVM_BIN = "/usr/local/bin/onekvm"
+SUDO_BIN = "/usr/bin/sudo"
+BUTTON_DIR = "/usr/local/lib/onekvm/buttons"
 
 
 class _Item:
@@ -188,7 +211,8 @@ class _Item:
         self.channel = None
         self.scheme = None
         self.view = []  # the items this button adds to its row; None means a separator row
-        self.sudo_argv = None
+        self.sudo_argv = None  # the command a root button's wrapper runs
+        self.wrapper = None  # that wrapper's path (the only thing sudoers allows)
 
 
 def _fail(where, problem, fix):
@@ -232,24 +256,40 @@ def _name(where, raw, key="name"):
     return name
 
 
-def _argv(where, raw, sudo):
+def _argv(where, raw):
     cmd = raw.get("cmd")
     if not isinstance(cmd, list) or not cmd or not all(isinstance(arg, (str, int, float)) and not isinstance(arg, bool) for arg in cmd):
         _fail(where, "cmd must be a non-empty list of strings, got %r" % (cmd,), "Write the command as a list: [/absolute/path, arg, ...].")
     argv = [str(arg) for arg in cmd]
     if not argv[0].startswith("/"):
         _fail(where, "the entry point %r is not an absolute path" % argv[0], "kvmd runs it without a shell or PATH: give the full path.")
+    if argv[0].rsplit("/", 1)[-1] == "sudo":
+        _fail(where, "cmd starts with sudo", "Write the command itself and set sudo: true, so the sudoers rule is made for it.")
+    if not CLEAN_PATH_RE.match(argv[0]):
+        _fail(where, "the entry point %r is not a plain absolute path" % argv[0],
+              "Use a path of letters, digits and _ . + @ : - without '.' or '..' parts.")
     for arg in argv:
         if "\n" in arg or "\0" in arg:
             _fail(where, "argument %r contains a line break or NUL" % arg, "Remove it.")
-    if argv[0].rsplit("/", 1)[-1] == "sudo":
-        _fail(where, "cmd starts with sudo", "Write the command itself and set sudo: true, so the sudoers rule is made for it.")
-    if sudo:
-        for arg in argv:
-            if not arg or any(c.isspace() for c in arg):
-                _fail(where, "argument %r is empty or has whitespace, which a sudoers rule cannot match exactly" % arg,
-                      "Use arguments without spaces, or a wrapper script.")
+        if len(arg) > MAX_ARG_CHARS:
+            _fail(where, "argument %r... is %d characters long (at most %d)" % (arg[:40], len(arg), MAX_ARG_CHARS),
+                  "Put long data in a file the command reads.")
     return argv
+
+
+def _sudo_driver(item, argv, sudo, sudo_bin, button_dir):
+    """kvmd's cmd for the button: the command itself, or for root a fixed wrapper through sudo.
+
+    A root button never puts its arguments into the sudoers rule: the role installs a
+    root-owned wrapper per button that runs exactly ``argv`` and ignores what it is given,
+    and sudoers allows that wrapper only without arguments (``""``). So nothing depends on
+    sudoers' escaping, wildcards or comment rules.
+    """
+    if not sudo:
+        return argv
+    item.sudo_argv = argv
+    item.wrapper = "%s/%s" % (button_dir, item.channel)
+    return [sudo_bin, "-n", item.wrapper]
 
 
 def _number(where, value, what, low, high=None, integer=False):
@@ -296,17 +336,16 @@ def _output_view(where, raw, channel):
     return ["%s|%s" % (channel, label)]
 
 
-def _command_button(item, raw, sudo_bin):
+def _command_button(item, raw, sudo_bin, button_dir):
     item.channel = item.driver_name = _name(item.where, raw)
     sudo = _flag(item.where, raw, "sudo", False)
-    argv = _argv(item.where, raw, sudo)
-    item.driver = {"type": "cmd", "cmd": ([sudo_bin, "-n"] + argv) if sudo else argv}
-    item.sudo_argv = argv if sudo else None
+    argv = _argv(item.where, raw)
+    item.driver = {"type": "cmd", "cmd": _sudo_driver(item, argv, sudo, sudo_bin, button_dir)}
     item.scheme = _output_scheme(item.where, raw, item.driver_name, 0)
     item.view = _output_view(item.where, raw, item.channel)
 
 
-def _relay_button(item, raw, sudo_bin, onekvm_bin):
+def _relay_button(item, raw, sudo_bin, onekvm_bin, button_dir):
     item.channel = item.driver_name = _name(item.where, raw)
     channel = _number(item.where, raw.get("channel"), "channel", 1, 8, integer=True)
     channels = raw.get("channels", min(count for count in RELAY_BOARD_SIZES if count >= channel))
@@ -315,16 +354,16 @@ def _relay_button(item, raw, sudo_bin, onekvm_bin):
               "Set channels to the number of relays on the board.")
     duration = _number(item.where, raw.get("duration", 0.5), "duration", 0.05, 10)
     port = raw.get("port", "/dev/onekvm-relay")
-    if not isinstance(port, str) or not port.startswith("/dev/"):
-        _fail(item.where, "port must be the relay's /dev path, got %r" % (port,), "Give its udev name (default /dev/onekvm-relay) or /dev/ttyUSBN.")
+    if not isinstance(port, str) or not DEV_PATH_RE.match(port):
+        _fail(item.where, "port must be the relay's /dev path, got %r" % (port,),
+              "Give its udev name (default /dev/onekvm-relay) or /dev/ttyUSBN (plain parts, no '..').")
     relay_cmd = [onekvm_bin, "relay", "pulse", "--channel", str(channel)]
     if channels != 1:
         relay_cmd += ["--channels", str(channels)]
     relay_cmd += ["--duration", str(duration), "--port", port]
     sudo = _flag(item.where, raw, "sudo", True)
-    argv = _argv(item.where, {"cmd": relay_cmd}, sudo)
-    item.driver = {"type": "cmd", "cmd": ([sudo_bin, "-n"] + argv) if sudo else argv}
-    item.sudo_argv = argv if sudo else None
+    argv = _argv(item.where, {"cmd": relay_cmd})
+    item.driver = {"type": "cmd", "cmd": _sudo_driver(item, argv, sudo, sudo_bin, button_dir)}
     item.scheme = _output_scheme(item.where, raw, item.driver_name, 0)
     item.view = _output_view(item.where, raw, item.channel)
 
@@ -332,8 +371,9 @@ def _relay_button(item, raw, sudo_bin, onekvm_bin):
 def _hidrelay_button(item, raw):
     item.channel = _name(item.where, raw)
     device = raw.get("device")
-    if not isinstance(device, str) or not device.startswith("/dev/"):
-        _fail(item.where, "device must be the relay's /dev path, got %r" % (device,), "Give its /dev/hidrawN path or a udev symlink.")
+    if not isinstance(device, str) or not DEV_PATH_RE.match(device):
+        _fail(item.where, "device must be the relay's /dev path, got %r" % (device,),
+              "Give its /dev/hidrawN path or a udev symlink (plain parts, no '..').")
     default_driver = "hidrelay_" + re.sub(r"[^a-zA-Z0-9_-]", "_", device[len("/dev/"):])
     item.driver_name = _name(item.where, dict(driver=raw.get("driver", default_driver)), "driver")
     item.driver = {"type": "hidrelay", "device": device}
@@ -342,12 +382,11 @@ def _hidrelay_button(item, raw):
     item.view = _output_view(item.where, raw, item.channel)
 
 
-def _led(item, raw, sudo_bin):
+def _led(item, raw, sudo_bin, button_dir):
     item.channel = item.driver_name = _name(item.where, raw)
     sudo = _flag(item.where, raw, "sudo", False)
-    argv = _argv(item.where, raw, sudo)
-    item.driver = {"type": "cmdret", "cmd": ([sudo_bin, "-n"] + argv) if sudo else argv}
-    item.sudo_argv = argv if sudo else None
+    argv = _argv(item.where, raw)
+    item.driver = {"type": "cmdret", "cmd": _sudo_driver(item, argv, sudo, sudo_bin, button_dir)}
     item.scheme = {"driver": item.driver_name, "pin": 0, "mode": "input"}
     if "inverted" in raw:
         item.scheme["inverted"] = _flag(item.where, raw, "inverted", False)
@@ -359,7 +398,7 @@ def _led(item, raw, sudo_bin):
         item.view.insert(0, "#" + _text(item.where, raw, "label", None))
 
 
-def _check_item(index, raw, onekvm_bin, sudo_bin):
+def _check_item(index, raw, onekvm_bin, sudo_bin, button_dir):
     where = _where(index, raw)
     if not isinstance(raw, dict):
         _fail(where, "expected a dict, got %r" % (raw,), "Describe each button as a dict with name, label, cmd, ...")
@@ -372,13 +411,13 @@ def _check_item(index, raw, onekvm_bin, sudo_bin):
               "Allowed: %s." % ", ".join(sorted(KIND_KEYS[kind] | COMMON_KEYS)))
     item = _Item(where, kind, _flag(where, raw, "inline", False))
     if kind == "cmd":
-        _command_button(item, raw, sudo_bin)
+        _command_button(item, raw, sudo_bin, button_dir)
     elif kind == "relay":
-        _relay_button(item, raw, sudo_bin, onekvm_bin)
+        _relay_button(item, raw, sudo_bin, onekvm_bin, button_dir)
     elif kind == "hidrelay":
         _hidrelay_button(item, raw)
     elif kind == "led":
-        _led(item, raw, sudo_bin)
+        _led(item, raw, sudo_bin, button_dir)
     elif kind == "label":
         item.view = ["#" + _text(where, raw, "label", None)]
     else:
@@ -388,14 +427,15 @@ def _check_item(index, raw, onekvm_bin, sudo_bin):
     return item
 
 
-def check_buttons(buttons, onekvm_bin="/usr/local/bin/onekvm", sudo_bin="/usr/bin/sudo"):
+def check_buttons(buttons, onekvm_bin=ONEKVM_BIN, sudo_bin=SUDO_BIN, button_dir=BUTTON_DIR):
     """Check every button and return them as _Item objects (raises AnsibleFilterError)."""
     if not isinstance(buttons, list):
         raise AnsibleFilterError("kvmd_gpio: the buttons must be a list, got %s. Give a list of dicts." % type(buttons).__name__)
-    for path in (onekvm_bin, sudo_bin):
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise AnsibleFilterError("kvmd_gpio: %r is not an absolute path. Give the full path of the command." % (path,))
-    items = [_check_item(index, raw, onekvm_bin, sudo_bin) for index, raw in enumerate(buttons)]
+    for what, path in (("onekvm_bin", onekvm_bin), ("sudo_bin", sudo_bin), ("button_dir", button_dir)):
+        if not isinstance(path, str) or not CLEAN_PATH_RE.match(path):
+            raise AnsibleFilterError("kvmd_gpio: %s %r is not a plain absolute path. Give the full path (letters, digits, "
+                                     "_ . + @ : -, no '.' or '..' parts)." % (what, path))
+    items = [_check_item(index, raw, onekvm_bin, sudo_bin, button_dir) for index, raw in enumerate(buttons)]
     channels, drivers = {}, {}
     for item in items:
         if item.channel is not None:
@@ -411,9 +451,9 @@ def check_buttons(buttons, onekvm_bin="/usr/local/bin/onekvm", sudo_bin="/usr/bi
     return items
 
 
-def kvmd_gpio(buttons, title=None, onekvm_bin="/usr/local/bin/onekvm", sudo_bin="/usr/bin/sudo"):
+def kvmd_gpio(buttons, title=None, onekvm_bin=ONEKVM_BIN, sudo_bin=SUDO_BIN, button_dir=BUTTON_DIR):
     """The kvmd.gpio section for these buttons."""
-    items = check_buttons(buttons, onekvm_bin, sudo_bin)
+    items = check_buttons(buttons, onekvm_bin, sudo_bin, button_dir)
     section = {"drivers": {}, "scheme": {}, "view": {"table": []}}
     table = section["view"]["table"]
     for item in items:
@@ -434,21 +474,13 @@ def kvmd_gpio(buttons, title=None, onekvm_bin="/usr/local/bin/onekvm", sudo_bin=
     return section
 
 
-def _sudoers_escape(arg):
-    # sudoers treats these as syntax inside a command's arguments
-    return re.sub(r"([\\,:=])", r"\\\1", arg)
-
-
-def kvmd_gpio_sudoers(buttons, onekvm_bin="/usr/local/bin/onekvm", sudo_bin="/usr/bin/sudo"):
-    """The exact commands (sudoers Cmnd syntax, escaped) that the buttons run through sudo, in order, without repeats."""
-    commands = []
-    for item in check_buttons(buttons, onekvm_bin, sudo_bin):
-        if item.sudo_argv:
-            argv = [_sudoers_escape(arg) for arg in item.sudo_argv]
-            command = " ".join(argv) if len(argv) > 1 else argv[0] + ' ""'  # "" = no arguments allowed
-            if command not in commands:
-                commands.append(command)
-    return commands
+def kvmd_gpio_sudoers(buttons, user, onekvm_bin=ONEKVM_BIN, sudo_bin=SUDO_BIN, button_dir=BUTTON_DIR):
+    """The root buttons, in order: name, the wrapper sudoers allows (without arguments) and the argv it runs."""
+    if not isinstance(user, str) or not USER_RE.match(user):
+        raise AnsibleFilterError("kvmd_gpio_sudoers: the kvmd user %r is not a plain user name (%s). Set onekvm_kvmd_user "
+                                 "to the user kvmd runs as (kvmd on PiKVM and One-KVM)." % (user, USER_RE.pattern))
+    return [{"name": item.channel, "wrapper": item.wrapper, "argv": item.sudo_argv}
+            for item in check_buttons(buttons, onekvm_bin, sudo_bin, button_dir) if item.sudo_argv]
 
 
 class FilterModule:

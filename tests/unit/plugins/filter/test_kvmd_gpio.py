@@ -38,21 +38,24 @@ def test_yaml_dump_keeps_real_booleans():
     assert yaml.safe_load(text)["kvmd"]["gpio"]["scheme"]["toggle_switch"]["switch"] is False
 
 
-def test_serial_relay_button_runs_the_box_command_through_sudo():
-    gpio = kvmd_gpio([{"name": "toggle_switch", "kind": "relay", "channel": 2, "duration": 0.3, "label": "Switch", "confirm": True}])
-    assert gpio["drivers"]["toggle_switch"] == {
-        "type": "cmd",
-        "cmd": ["/usr/bin/sudo", "-n", "/usr/local/bin/onekvm", "relay", "pulse", "--channel", "2", "--channels", "2",
-                "--duration", "0.3", "--port", "/dev/onekvm-relay"],
-    }
+def test_serial_relay_button_runs_the_box_command_through_sudo_and_its_wrapper():
+    buttons = [{"name": "toggle_switch", "kind": "relay", "channel": 2, "duration": 0.3, "label": "Switch", "confirm": True}]
+    gpio = kvmd_gpio(buttons)
+    assert gpio["drivers"]["toggle_switch"] == {"type": "cmd", "cmd": ["/usr/bin/sudo", "-n", "/usr/local/lib/onekvm/buttons/toggle_switch"]}
+    assert kvmd_gpio_sudoers(buttons, user="kvmd") == [{
+        "name": "toggle_switch", "wrapper": "/usr/local/lib/onekvm/buttons/toggle_switch",
+        "argv": ["/usr/local/bin/onekvm", "relay", "pulse", "--channel", "2", "--channels", "2", "--duration", "0.3",
+                 "--port", "/dev/onekvm-relay"],
+    }]
     assert gpio["scheme"]["toggle_switch"] == {"driver": "toggle_switch", "pin": 0, "mode": "output", "switch": False}
     assert gpio["view"]["table"] == [["toggle_switch|confirm|Switch"]]
 
 
 def test_relay_on_a_four_channel_board():
-    gpio = kvmd_gpio([{"name": "r", "kind": "relay", "channel": 3, "channels": 4}, {"name": "one", "kind": "relay", "channel": 1}])
-    assert gpio["drivers"]["r"]["cmd"][5:9] == ["--channel", "3", "--channels", "4"]
-    assert "--channels" not in gpio["drivers"]["one"]["cmd"]
+    root = kvmd_gpio_sudoers([{"name": "r", "kind": "relay", "channel": 3, "channels": 4}, {"name": "one", "kind": "relay", "channel": 1}],
+                             user="kvmd")
+    assert root[0]["argv"][3:7] == ["--channel", "3", "--channels", "4"]
+    assert "--channels" not in root[1]["argv"]
 
 
 def test_relay_without_sudo_and_custom_paths():
@@ -88,7 +91,7 @@ def test_led_label_colour_layout_and_title():
     ], title="Machines")
     assert gpio["drivers"]["host_up"] == {"type": "cmdret", "cmd": ["/usr/bin/ping", "-c1", "192.0.2.1"]}
     assert gpio["scheme"]["host_up"] == {"driver": "host_up", "pin": 0, "mode": "input"}
-    assert gpio["drivers"]["reboot"]["cmd"] == ["/usr/bin/sudo", "-n", "/sbin/reboot"]
+    assert gpio["drivers"]["reboot"]["cmd"] == ["/usr/bin/sudo", "-n", "/usr/local/lib/onekvm/buttons/reboot"]
     assert gpio["view"] == {
         "header": {"title": "Machines"},
         "table": [["#Server 1", "#Up", "host_up|red"], [], ["reboot|confirm,hide|reboot"]],
@@ -127,7 +130,14 @@ def test_empty_list_gives_an_empty_but_complete_section():
     ([{"name": "a", "cmd": ["/bin/true"], "comfirm": True}], r"button 'a'.*unknown keys for kind cmd: comfirm"),
     ([{"name": "a", "kind": "switchy"}], r"button 'a'.*unknown kind 'switchy'"),
     ([{"name": "a", "cmd": ["/usr/bin/sudo", "/sbin/reboot"]}], r"button 'a'.*starts with sudo.*sudo: true"),
-    ([{"name": "a", "cmd": ["/bin/echo", "two words"], "sudo": True}], r"button 'a'.*whitespace"),
+    ([{"name": "a\n", "cmd": ["/bin/true"]}], r"item 1.*'a\\n' does not match kvmd's pattern"),
+    ([{"name": "a", "cmd": ["/bin/../bin/sh"], "sudo": True}], r"button 'a'.*'/bin/\.\./bin/sh' is not a plain absolute path"),
+    ([{"name": "a", "cmd": ["/bin/ec*"], "sudo": True}], r"button 'a'.*'/bin/ec\*' is not a plain absolute path"),
+    ([{"name": "a", "cmd": ["/bin/echo", "x" * 4097], "sudo": True}], r"button 'a'.*'xxxx.*4097 characters long \(at most 4096\)"),
+    ([{"name": "a", "cmd": ["/bin/echo", "a\x00b"], "sudo": True}], r"button 'a'.*line break or NUL"),
+    ([{"name": "r", "kind": "relay", "channel": 1, "port": "/dev/../etc/x"}], r"button 'r'.*port must be.*'/dev/\.\./etc/x'"),
+    ([{"name": "r", "kind": "relay", "channel": 1, "port": "/dev/ttyUSB*"}], r"button 'r'.*port must be.*'/dev/ttyUSB\*'"),
+    ([{"name": "h", "kind": "hidrelay", "device": "/dev/hidraw0\n", "pin": 0}], r"button 'h'.*device must be"),
     ([{"name": "r", "kind": "relay", "channel": 9}], r"button 'r'.*channel must be a whole number 1 to 8, got 9"),
     ([{"name": "r", "kind": "relay"}], r"button 'r'.*channel must be"),
     ([{"name": "r", "kind": "relay", "channel": 3, "channels": 2}], r"button 'r'.*at least channel 3, got 2"),
@@ -142,7 +152,7 @@ def test_bad_buttons_are_refused_with_a_message_naming_them(buttons, message):
     with pytest.raises(AnsibleFilterError, match=message):
         kvmd_gpio(buttons)
     with pytest.raises(AnsibleFilterError, match=message):  # the sudoers list never disagrees with the config
-        kvmd_gpio_sudoers(buttons)
+        kvmd_gpio_sudoers(buttons, user="kvmd")
 
 
 def test_bad_title_is_refused():
@@ -150,19 +160,25 @@ def test_bad_title_is_refused():
         kvmd_gpio([], title="a\nb")
 
 
-def test_sudoers_lists_exactly_the_sudo_commands_escaped_and_once():
+def test_sudoers_lists_each_root_button_with_its_wrapper_and_exact_argv():
     buttons = [
         {"name": "capture", "cmd": ["/usr/local/bin/onekvm", "usb-reset", "534d:2109", "--port", "1-1.2"], "sudo": True},
-        {"name": "again", "cmd": ["/usr/local/bin/onekvm", "usb-reset", "534d:2109", "--port", "1-1.2"], "sudo": True},
         {"name": "hid", "cmd": ["/usr/local/sbin/onekvm-reset-hid"], "sudo": True},
         {"name": "plain", "cmd": ["/bin/true"]},
-        {"name": "odd", "cmd": ["/bin/echo", "a=b,c\\d"], "sudo": True},
+        {"name": "odd", "cmd": ["/bin/echo", "a=b,c\\d", "#x", "two words", ""], "sudo": True},
     ]
-    assert kvmd_gpio_sudoers(buttons) == [
-        "/usr/local/bin/onekvm usb-reset 534d\\:2109 --port 1-1.2",
-        '/usr/local/sbin/onekvm-reset-hid ""',
-        "/bin/echo a\\=b\\,c\\\\d",
+    assert kvmd_gpio_sudoers(buttons, user="kvmd", button_dir="/opt/b") == [
+        {"name": "capture", "wrapper": "/opt/b/capture", "argv": ["/usr/local/bin/onekvm", "usb-reset", "534d:2109", "--port", "1-1.2"]},
+        {"name": "hid", "wrapper": "/opt/b/hid", "argv": ["/usr/local/sbin/onekvm-reset-hid"]},
+        {"name": "odd", "wrapper": "/opt/b/odd", "argv": ["/bin/echo", "a=b,c\\d", "#x", "two words", ""]},
     ]
+    assert kvmd_gpio(buttons, button_dir="/opt/b")["drivers"]["plain"]["cmd"] == ["/bin/true"]
+
+
+@pytest.mark.parametrize("button_dir", ["opt/b", "/opt/../b", "/opt/b/", "/opt/b c", "/opt/b\n"])
+def test_button_dir_must_be_a_plain_absolute_path(button_dir):
+    with pytest.raises(AnsibleFilterError, match="button_dir .* is not a plain absolute path"):
+        kvmd_gpio([], button_dir=button_dir)
 
 
 def test_filter_module_exposes_both_filters():
