@@ -9,6 +9,16 @@ frame ``57 AB addr cmd len data.. sum``; replies ``cmd|0x80`` (ok) or ``cmd|0xC0
 status byte (E1 byte timeout .. E6 execution failed); a 50-byte configuration that takes
 effect after RESET; after RESET the chip answers, then ignores its input while it reboots.
 
+By default it follows WCH's protocol document ("CH9329芯片串口通信协议" V1.2, quoted in the
+project's domain notes); each rule names the document's section it comes from ("doc §...").
+Where the document is silent the choice is marked "not in the document".
+
+Variants seen in the field or allowed by the document (constructor arguments of ``Chip``):
+``config_reply_size`` (72 or 88: a CH9329F-style GET_PARA_CFG reply, One-KVM PR #302,
+unverified), ``mode_pins`` (the mode pins choose the modes: GET_PARA_CFG reports bytes 0-1
+with bit 7 set whatever software wrote), ``volatile_settings`` (new settings live only
+until the next power-on; a RESET reloads what the chip powered on with).
+
 Transports:
 - a pseudo-terminal (``Simulator.on_pty()``), in-process as a context manager; the tty
   path is ``sim.port``. The client's configured speed is read from the pty (the master
@@ -45,6 +55,13 @@ TERMIOS_SPEEDS = {getattr(termios, "B%d" % b): b for b in VALID_BAUDS + (1200, 2
 
 # status bytes
 OK, E_TIMEOUT, E_HEAD, E_COMMAND, E_CHECKSUM, E_PARAM, E_EXEC = 0x00, 0xE1, 0xE2, 0xE3, 0xE4, 0xE5, 0xE6
+# doc §2 (serial communication): a packet ends when no byte arrives for the packet interval
+# (config bytes 9-10, 3 ms from the factory). A pty or QEMU's chardev socket delivers one
+# write as one chunk but the simulator thread wakes with scheduling jitter of a few ms on a
+# loaded machine, so a gap counts as the end of the packet only past the interval plus this
+# tolerance (10 ms: a frame split by a 20 ms gap is two packets, as on a real chip).
+PACKET_TOLERANCE = 0.010
+BROADCAST = 0xFF
 FAULT_NAMES = ("silent", "garbage", "truncate", "bad_checksum", "error_status", "delay", "never_ready", "wrong_command",
                "commands")
 
@@ -76,20 +93,26 @@ def frame(address: int, command: int, data: bytes = b"") -> bytes:
 class Chip:
     """The chip's protocol state: bytes in, replies out. Time is passed in (``now``)."""
 
-    def __init__(self, reset_time: float = 0.5, byte_timeout: float = 0.1, enumerate_time: float = 0.0) -> None:
+    def __init__(self, reset_time: float = 0.5, enumerate_time: float = 0.0, tolerance: float = PACKET_TOLERANCE,
+                 config_reply_size: int = 50, mode_pins: bool = False, volatile_settings: bool = False) -> None:
         self.reset_time = reset_time
-        self.byte_timeout = byte_timeout
         self.enumerate_time = enumerate_time
+        self.tolerance = tolerance
+        self.config_reply_size = config_reply_size
+        self.mode_pins = mode_pins
+        self.volatile_settings = volatile_settings
         self.stored = factory_config()  # what SET_PARA_CFG wrote (GET_PARA_CFG reads it)
         self.active = bytes(self.stored)  # what the chip runs with (changes on RESET)
         self.strings = dict(FACTORY_STRINGS)
+        self.power_on_settings = (bytes(self.stored), dict(self.strings))  # what a RESET reloads when volatile
         self.leds = 0
         self.deaf_until = 0.0
         self.enumerated_at = 0.0
         self.buffer = bytearray()
         self.last_byte_at = 0.0
         self.faults: dict = {}
-        self.counters = {"frames": 0, "replies": 0, "resets": 0, "errors": 0, "ignored_bytes": 0, "wrong_baud_bytes": 0}
+        self.counters = {"frames": 0, "replies": 0, "resets": 0, "errors": 0, "ignored_bytes": 0, "wrong_baud_bytes": 0,
+                         "other_address": 0, "broadcasts": 0, "keyboard_reports": 0}
         self.log: list = []  # (time, hex of received frame)
         self.lock = threading.Lock()
 
@@ -101,6 +124,19 @@ class Chip:
     @property
     def address(self) -> int:
         return self.active[2]
+
+    @property
+    def packet_interval(self) -> float:
+        """Seconds of silence that end a packet (config bytes 9-10, big-endian ms)."""
+        return int.from_bytes(self.active[9:11], "big") / 1000.0
+
+    def power_cycle(self) -> None:
+        """Power off and on: the stored settings become the ones the chip runs with."""
+        with self.lock:
+            self.active = bytes(self.stored)
+            self.power_on_settings = (bytes(self.stored), dict(self.strings))
+            self.buffer.clear()
+            self.deaf_until = 0.0
 
     # -- input -----------------------------------------------------------------------
     def receive(self, data: bytes, now: float) -> list:
@@ -118,15 +154,18 @@ class Chip:
         return replies
 
     def expire(self, now: float) -> list:
-        """A partial frame older than the byte timeout gets an E1 reply and is dropped."""
+        """A partial frame whose packet ended (silence, doc §2) gets an E1 reply and is dropped."""
         with self.lock:
             return self._expire(now)
 
+    def packet_gap(self) -> float:
+        return self.packet_interval + self.tolerance
+
     def next_deadline(self) -> float | None:
-        return self.last_byte_at + self.byte_timeout if self.buffer else None
+        return self.last_byte_at + self.packet_gap() if self.buffer else None
 
     def _expire(self, now: float) -> list:
-        if self.buffer and now - self.last_byte_at > self.byte_timeout:
+        if self.buffer and now - self.last_byte_at > self.packet_gap():
             command = self.buffer[3] if len(self.buffer) > 3 else 0
             self.buffer.clear()
             return [self._error(command, E_TIMEOUT)]
@@ -145,24 +184,35 @@ class Chip:
         raw = bytes(buf)
         buf.clear()
         address, command, length = raw[2], raw[3], raw[4]
-        if address not in (self.address, 0xFF):
+        # doc §2 (address code): a chip at address 00 accepts frames with any address code; a
+        # chip at 01-FE accepts its own address or FF; FF is broadcast and never answered.
+        if self.address != 0 and address not in (self.address, BROADCAST):
+            self.counters["other_address"] += 1
             return []  # another chip's frame
         self.counters["frames"] += 1
         self.log.append((time.time(), raw.hex(" ")))
         if sum(raw[:-1]) & 0xFF != raw[-1]:
-            return [self._error(command, E_CHECKSUM)]
-        return [self._execute(command, raw[5:5 + length], now)]
+            reply = self._error(command, E_CHECKSUM)
+        else:
+            reply = self._execute(command, raw[5:5 + length], now)
+        if address == BROADCAST:
+            self.counters["broadcasts"] += 1
+            return []  # executed, but no reply may come back to a broadcast
+        return [reply]
 
     # -- commands --------------------------------------------------------------------
     def _execute(self, command: int, data: bytes, now: float) -> bytes:
         handler = {
-            0x01: self._get_info, 0x02: self._ack_hid, 0x03: self._ack_hid, 0x04: self._ack_hid, 0x05: self._ack_hid,
+            0x01: self._get_info, 0x02: self._keyboard, 0x03: self._ack_hid, 0x04: self._ack_hid, 0x05: self._ack_hid,
             0x06: self._ack_hid, 0x08: self._get_config, 0x09: self._set_config, 0x0A: self._get_string,
             0x0B: self._set_string, 0x0C: self._set_default, 0x0F: self._reset,
         }.get(command)
         if handler is None:
             return self._error(command, E_COMMAND)
-        address = self.address  # a RESET answers from the address it had when it got the frame
+        # a RESET answers from the address it had when it got the frame. Not in the document:
+        # which address a chip at 00 puts in its reply to another address code; this one
+        # answers with its own (00), and the client accepts either.
+        address = self.address
         status_or_data = handler(data, now)
         if isinstance(status_or_data, int):
             if status_or_data != OK:
@@ -177,13 +227,31 @@ class Chip:
     def _ack_hid(self, data: bytes, now: float):
         return OK if data else E_PARAM
 
+    def _keyboard(self, data: bytes, now: float):
+        # doc §CMD_SEND_KB_GENERAL_DATA: exactly 8 data bytes; the second "must be 0x00"
+        if len(data) != 8 or data[1] != 0x00:
+            return E_PARAM
+        self.counters["keyboard_reports"] += 1
+        return OK
+
     def _get_config(self, data: bytes, now: float):
-        return bytes(self.stored)
+        reported = bytearray(self.stored)
+        if self.mode_pins:
+            # doc §CMD_GET_PARA_CFG: 80-83 / 80-82 = the mode chosen by the mode pins
+            reported[0] |= 0x80
+            reported[1] |= 0x80
+        if self.config_reply_size > 50:
+            # field variant (CH9329F, One-KVM PR #302, unverified): more bytes after the 50;
+            # their meaning is unknown, so they are a recognisable pattern here
+            reported += bytes((0xA0 + i) & 0xFF for i in range(self.config_reply_size - 50))
+        return bytes(reported)
 
     def _set_config(self, data: bytes, now: float):
+        # doc §CMD_SET_PARA_CFG: 50 data bytes; working mode 00-03 and serial mode 00-02 only
+        # (80-83 / 80-82 are what GET_PARA_CFG reports when pins set them); address 00-FF
         if len(data) != 50 or int.from_bytes(data[3:7], "big") not in VALID_BAUDS:
             return E_PARAM
-        if (data[0] & 0x7F) > 3 or (data[1] & 0x7F) > 2 or data[2] == 0xFF:
+        if data[0] > 0x03 or data[1] > 0x02:
             return E_PARAM
         self.stored = bytearray(data)
         return OK
@@ -207,6 +275,11 @@ class Chip:
 
     def _reset(self, data: bytes, now: float):
         self.counters["resets"] += 1
+        if self.volatile_settings:
+            # doc §CMD_SET_PARA_CFG: settings are "enabled at the next power-on"; this variant
+            # treats RESET as no power-on: the settings it powered on with come back
+            self.stored = bytearray(self.power_on_settings[0])
+            self.strings = dict(self.power_on_settings[1])
         self.active = bytes(self.stored)
         self.deaf_until = now + self.reset_time
         self.enumerated_at = self.deaf_until + self.enumerate_time
@@ -390,16 +463,20 @@ class Simulator:
         for reply in replies:
             self.chip.counters["replies"] += 1
             sent = self.chip.apply_faults(reply)
-            delay = self.answer_time + float(self.chip.faults.get("delay") or 0)
+            # doc §2: the packet (and so the command) ends after the packet interval of silence
+            delay = self.answer_time + self.chip.packet_interval + float(self.chip.faults.get("delay") or 0)
             if self.pace:
                 delay += (request_len + len(sent)) * 10.0 / self.chip.baudrate
             out.append((now + delay, sent))
         return out
 
 
+CHIP_SETTINGS = ("reset_time", "leds", "config_reply_size", "mode_pins", "volatile_settings")
+
+
 class ControlServer:
     """JSON-lines control socket: {"op": "set_faults", "faults": {...}} | "clear_faults" |
-    "counters" | "log" | "state" | "set_chip" (reset_time, leds)."""
+    "counters" | "log" | "state" | "set_chip" (reset_time, leds and the variants) | "power_cycle"."""
 
     def __init__(self, sim: Simulator, path: str) -> None:
         self.sim = sim
@@ -456,10 +533,13 @@ class ControlServer:
             return {"baudrate": chip.baudrate, "address": chip.address, "stored": chip.stored.hex(),
                     "strings": {str(k): v.decode("latin-1") for k, v in chip.strings.items()}, "faults": dict(chip.faults)}
         if op == "set_chip":
-            for key in ("reset_time", "leds"):
+            for key in CHIP_SETTINGS:
                 if key in request:
                     setattr(chip, key, request[key])
-            return {"reset_time": chip.reset_time, "leds": chip.leds}
+            return {key: getattr(chip, key) for key in CHIP_SETTINGS}
+        if op == "power_cycle":
+            chip.power_cycle()
+            return {}
         raise ValueError("unknown op %r" % op)
 
 

@@ -93,8 +93,118 @@ def test_leading_noise_is_dropped(port):
     assert port.ask(b"\x00\x13" + RESET, 7) == RESET_OK
 
 
-def test_other_address_is_ignored(port):
-    assert port.ask(bytes.fromhex("57 AB 05 01 00 08"), 1, timeout=0.4) == b""
+def with_sum(hex_body: str) -> bytes:
+    body = bytes.fromhex(hex_body)
+    return body + bytes((sum(body) & 0xFF,))
+
+
+def set_address(sim, address: int) -> None:
+    sim.chip.stored[2] = address
+    sim.chip.active = bytes(sim.chip.stored)
+
+
+def test_chip_at_address_0_accepts_any_address_code(port):
+    # WCH doc: a chip at 00 accepts frames with any address code
+    reply = port.ask(bytes.fromhex("57 AB 05 01 00 08"), 14)
+    assert reply[:5] == bytes.fromhex("57 AB 00 81 08")
+
+
+def test_chip_at_another_address_takes_its_own_only(port, sim):
+    set_address(sim, 0x05)
+    assert port.ask(GET_INFO, 14, timeout=0.3) == b""  # 00 is not its address
+    assert port.ask(with_sum("57 AB 06 01 00"), 14, timeout=0.3) == b""
+    assert port.ask(with_sum("57 AB 05 01 00"), 14)[:5] == bytes.fromhex("57 AB 05 81 08")
+    assert sim.counters["other_address"] == 2
+
+
+@pytest.mark.parametrize("address", [0x00, 0x05])
+def test_broadcast_is_executed_but_never_answered(port, sim, address):
+    set_address(sim, address)
+    assert port.ask(with_sum("57 AB FF 01 00"), 1, timeout=0.3) == b""
+    assert port.ask(with_sum("57 AB FF 0F 00"), 1, timeout=0.3) == b""  # a broadcast RESET
+    assert sim.counters["resets"] == 1 and sim.counters["broadcasts"] == 2
+
+
+def test_frame_split_by_a_gap_is_two_packets(port, sim):
+    # WCH doc: a packet ends after the packet interval (3 ms) of silence
+    os.write(port.fd, RESET[:3])
+    time.sleep(0.02)
+    os.write(port.fd, RESET[3:])
+    reply = port.read(7, timeout=0.5)
+    assert reply == bytes.fromhex("57 AB 00 C0 01 E1 A4") or reply[3:6] == bytes.fromhex("C0 01 E1"), reply.hex(" ")
+    assert sim.counters["resets"] == 0
+
+
+def test_frame_in_one_write_is_one_packet(port, sim):
+    assert port.ask(RESET, 7) == RESET_OK
+
+
+@pytest.mark.parametrize("data,status", [
+    ("00 00 04 00 00 00 00 00", 0x00),
+    ("00 01 04 00 00 00 00 00", 0xE5),  # second byte "must be 0x00"
+    ("00 00 04 00 00 00 00", 0xE5),  # 7 bytes
+    ("00 00 04 00 00 00 00 00 00", 0xE5),  # 9 bytes
+])
+def test_keyboard_data_is_exactly_eight_bytes(port, sim, data, status):
+    payload = bytes.fromhex(data)
+    reply = port.ask(with_sum("57 AB 00 02 %02X " % len(payload) + data), 7)
+    assert reply[5] == status, reply.hex(" ")
+    assert sim.counters["keyboard_reports"] == (1 if status == 0 else 0)
+
+
+def config_frame(cfg: bytes) -> bytes:
+    return with_sum("57 AB 00 09 32 " + bytes(cfg).hex(" "))
+
+
+@pytest.mark.parametrize("offset,value,status", [
+    (0, 0x03, 0x00), (0, 0x04, 0xE5), (0, 0x80, 0xE5), (0, 0x83, 0xE5),  # working mode 00-03 only
+    (1, 0x02, 0x00), (1, 0x03, 0xE5), (1, 0x80, 0xE5),  # serial mode 00-02 only
+    (2, 0xFF, 0x00), (2, 0x7F, 0x00),  # address 00-FF
+])
+def test_set_para_cfg_checks_modes_as_documented(port, sim, offset, value, status):
+    cfg = ch9329_sim.factory_config()
+    cfg[0] = cfg[1] = 0x00
+    cfg[offset] = value
+    assert port.ask(config_frame(cfg), 7)[3:6] == bytes((0x89 if status == 0 else 0xC9, 0x01, status))
+
+
+def test_factory_config_reads_pin_set_modes_that_cannot_be_written_back(port):
+    reply = port.ask(bytes.fromhex("57 AB 00 08 00 0A"), 56)
+    assert reply[5:7] == bytes.fromhex("80 80")  # a real chip's factory dump
+    assert port.ask(config_frame(reply[5:55]), 7)[3:6] == bytes.fromhex("C9 01 E5")
+
+
+def test_variant_longer_config_reply(sim):
+    sim.chip.config_reply_size = 72
+    raw = RawPort(sim.port)
+    try:
+        reply = raw.ask(bytes.fromhex("57 AB 00 08 00 0A"), 78)
+    finally:
+        raw.close()
+    assert reply[3:5] == bytes.fromhex("88 48") and len(reply) == 78
+    assert reply[5:55] == bytes(sim.chip.stored) and reply[-1] == sum(reply[:-1]) & 0xFF
+
+
+def test_variant_mode_pins_report_bit_7(port, sim):
+    sim.chip.mode_pins = True
+    cfg = ch9329_sim.factory_config()
+    cfg[0] = cfg[1] = 0x00
+    assert port.ask(config_frame(cfg), 7)[5] == 0x00
+    assert port.ask(bytes.fromhex("57 AB 00 08 00 0A"), 56)[5:7] == bytes.fromhex("80 80")
+
+
+def test_variant_volatile_settings_lost_at_reset_kept_at_power_on(port, sim):
+    sim.chip.volatile_settings = True
+    cfg = ch9329_sim.factory_config()
+    cfg[0] = cfg[1] = 0x00
+    cfg[9:11] = b"\x00\x07"
+    assert port.ask(config_frame(cfg), 7)[5] == 0x00
+    assert port.ask(RESET, 7) == RESET_OK
+    time.sleep(0.35)
+    assert port.ask(bytes.fromhex("57 AB 00 08 00 0A"), 56)[14:16] == b"\x00\x03"  # the old interval is back
+    assert port.ask(config_frame(cfg), 7)[5] == 0x00
+    sim.chip.power_cycle()
+    assert port.ask(bytes.fromhex("57 AB 00 08 00 0A"), 56)[14:16] == b"\x00\x07"
 
 
 def test_chip_is_deaf_after_reset_then_answers(port, sim):
@@ -110,6 +220,7 @@ def test_config_read_write_and_baud_change_after_reset(port, sim):
     cfg = bytearray(reply[5:55])
     assert cfg[3:7] == bytes.fromhex("00 00 25 80") and cfg[11:15] == bytes.fromhex("86 1A 29 E1")
     cfg[3:7] = bytes.fromhex("00 01 C2 00")  # 115200
+    cfg[0] = cfg[1] = 0x00  # the pin-set 80 80 it read cannot be written back
     body = bytes.fromhex("57 AB 00 09 32") + bytes(cfg)
     assert port.ask(body + bytes((sum(body) & 0xFF,)), 7) == bytes.fromhex("57 AB 00 89 01 00 8C")
     assert sim.chip.baudrate == 9600  # not before RESET
