@@ -11,6 +11,11 @@ preceding bytes mod 256). The chip answers ``command | 0x80`` on success and
 ``command | 0xC0`` with one status byte on failure. Config changes take effect after
 RESET; after RESET the chip is deaf for a while (up to ~3 s).
 
+From WCH's protocol document ("CH9329芯片串口通信协议" V1.2): a chip at address 00 accepts
+frames with any address code, a chip at 01-FE its own address or FF; FF is broadcast and
+never answered, so it cannot be used to read or check anything. A packet ends after the
+packet interval (3 ms) of silence: every frame is written in one ``write``.
+
 Used by the modules (ch9329_reset, ch9329_info, ch9329_config), the box command
 (``onekvm ch9329-reset`` / ``ch9329-info``) and the capture watchdog.
 """
@@ -24,10 +29,11 @@ import time
 from . import _kvmd
 from ._errors import DeviceError, InvalidArgument, Timeout
 from ._lock import hardware_lock
-from ._serialport import check_port_path, open_port
+from ._serialport import check_tty, open_port
 
 HEAD = b"\x57\xab"
-BROADCAST_ADDRESS = 0xFF
+BROADCAST_ADDRESS = 0xFF  # the chip acts on it but never answers (WCH's document)
+MAX_ADDRESS = 0xFE  # the highest address a chip answers at
 
 CMD_GET_INFO = 0x01
 CMD_KEYBOARD = 0x02
@@ -61,6 +67,10 @@ DEFAULT_BAUDRATE = 9600
 KVMD_DEFAULT_DEVICE = "/dev/kvmd-hid"  # kvmd's ch9329 plugin default for hid.device
 DEFAULT_TIMEOUT = 1.0
 DEFAULT_READY_TIMEOUT = 5.0
+# finding a chip at an unknown address: one GET_INFO per address 0-254; each waits for the
+# exchange's wire time plus this (the chip's packet interval, its answer, the USB-serial
+# adapter's latency), so a scan takes 255 x (20 bytes' wire time + 25 ms): see scan_seconds
+SCAN_SLACK = 0.025
 CONFIG_SIZE = 50
 MAX_STRING = 23  # bytes the chip keeps per USB string descriptor
 
@@ -70,6 +80,11 @@ STRING_TYPES = {"manufacturer": 0x00, "product": 0x01, "serial": 0x02}
 STRING_FLAG_BITS = {"manufacturer": 0x04, "product": 0x02, "serial": 0x01}
 CUSTOM_STRINGS_BIT = 0x80
 SET_BY_PINS = 0x80
+# WCH's document, SET_PARA_CFG: the working mode "may be set to 00-03 only" and the serial mode
+# to 00-02 only; 80-83 / 80-82 are what GET_PARA_CFG reports when the mode pins set the mode.
+# So bit 7 of bytes 0-1 is never written (the mode bits are kept: the same mode, now as set
+# by software), and comparisons and the read-back ignore it: software cannot change it.
+PIN_SET_OFFSETS = (0, 1)
 
 # VID/PID byte order in the config: the factory default 1A86:E129 reads back as
 # 86 1A 29 E1, so the chip stores them little-endian. The one place that decides it.
@@ -178,9 +193,11 @@ def parse_reply(buf: bytes, command: int, address: int = 0) -> Reply:
     if reply.command & 0x3F != command or not reply.command & 0x80:
         raise DeviceError("the CH9329 answered command 0x%02X to %s (0x%02X) (%s): another program may be using the "
                           "port" % (reply.command, COMMAND_NAMES.get(command, "?"), command, _hex(frame)), reply=_hex(frame))
-    if reply.address != address and address != BROADCAST_ADDRESS:
-        raise DeviceError("reply from CH9329 address %d, expected %d (%s); set address to the chip's address"
-                          % (reply.address, address, _hex(frame)), reply=_hex(frame))
+    # a chip at 00 takes any address code; the document does not say which address it then
+    # answers with, so its own (0) is accepted as well as the one asked
+    if reply.address not in (address, 0):
+        raise DeviceError("reply from CH9329 address %d, expected %d (%s); set address to the chip's address "
+                          "(or auto to find it)" % (reply.address, address, _hex(frame)), reply=_hex(frame))
     if reply.is_error or (reply.status is not None and reply.status != STATUS_OK and command not in _DATA_COMMANDS):
         _raise_status(command, reply)
     return reply
@@ -205,6 +222,33 @@ def wire_time(n_bytes: int, baudrate: int) -> float:
     return n_bytes * 10.0 / baudrate
 
 
+def scan_window(baudrate: int) -> float:
+    """How long the address scan waits for each address: GET_INFO out (6 bytes) and its
+    answer back (14 bytes) on the wire, plus SCAN_SLACK."""
+    return wire_time(6 + 14, baudrate) + SCAN_SLACK
+
+
+def scan_seconds(baudrate: int) -> float:
+    """The longest an address scan takes at ``baudrate`` (no chip at any address)."""
+    return (MAX_ADDRESS + 1) * scan_window(baudrate)
+
+
+def info_reply_address(buf: bytes):
+    """The address in the first good GET_INFO answer in ``buf`` (None: none yet)."""
+    start = 0
+    while True:
+        start = buf.find(HEAD, start)
+        if start < 0 or len(buf) < start + 6:
+            return None
+        end = start + 6 + buf[start + 4]
+        if len(buf) < end:
+            return None
+        frame = buf[start:end]
+        if frame[3] == CMD_GET_INFO | 0x80 and checksum(frame[:-1]) == frame[-1]:
+            return frame[2]
+        start += 1
+
+
 # -- the config --------------------------------------------------------------------------
 def parse_id(value, what: str) -> int:
     """A USB VID/PID from an int or a hex string (``1a86``, ``0x1A86``)."""
@@ -224,13 +268,26 @@ def parse_id(value, what: str) -> int:
 
 
 class ChipConfig:
-    """The 50 config bytes with named fields; unknown and reserved bytes are kept as read."""
+    """The 50 config bytes with named fields; unknown and reserved bytes are kept as read.
 
-    def __init__(self, raw: bytes) -> None:
-        if len(raw) != CONFIG_SIZE:
+    A longer reply (the CH9329F's 72 or 88 bytes seen in the field, One-KVM PR #302, not in
+    WCH's document) is read for its first 50 bytes, laid out as the document says; the rest
+    is kept in ``extra`` and shown, never interpreted or written.
+    """
+
+    def __init__(self, raw: bytes, extra: bytes = b"") -> None:
+        if len(raw) < CONFIG_SIZE:
             raise DeviceError("the CH9329 sent a %d-byte config, expected %d; the chip or the link is misbehaving"
                               % (len(raw), CONFIG_SIZE), reply=_hex(raw))
-        self.raw = bytes(raw)
+        self.raw = bytes(raw[:CONFIG_SIZE])
+        self.extra = bytes(raw[CONFIG_SIZE:]) + bytes(extra)
+
+    def writable(self) -> ChipConfig:
+        """What SET_PARA_CFG may carry: these bytes with the pin-set bit 7 of the modes cleared."""
+        raw = bytearray(self.raw)
+        for offset in PIN_SET_OFFSETS:
+            raw[offset] &= ~SET_BY_PINS & 0xFF
+        return ChipConfig(bytes(raw), self.extra)
 
     def get(self, name: str):
         offset, size, kind = CONFIG_FIELDS[name]
@@ -246,7 +303,7 @@ class ChipConfig:
             offset, size, kind = CONFIG_FIELDS[name]
             raw[offset:offset + size] = bytes(value) if kind == "bytes" else \
                 int(value).to_bytes(size, ID_BYTE_ORDER if kind == "id" else "big")
-        return ChipConfig(bytes(raw))
+        return ChipConfig(bytes(raw), self.extra)
 
     @property
     def mode(self) -> str:
@@ -279,6 +336,8 @@ class ChipConfig:
             "ascii_filter_strings": _hex(self.get("ascii_filter_strings")),
             "ascii_fast_upload": self.get("ascii_fast_upload"),
             "raw": _hex(self.raw),
+            "reply_size": CONFIG_SIZE + len(self.extra),
+            "raw_extra": _hex(self.extra),
         }
 
 
@@ -300,7 +359,7 @@ def validate_changes(changes: dict) -> dict:
         if name == "baudrate":
             value = validate_baudrate(value, allow_auto=False)
         if name == "address":
-            value = validate_address(value, allow_broadcast=False)
+            value = validate_address(value, allow_auto=False, wanted=True)
         if name in ("vid", "pid"):
             value = parse_id(value, name.upper())
         if name == "packet_interval" and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF):
@@ -324,12 +383,28 @@ def validate_baudrate(value, allow_auto: bool = True):
     return number
 
 
-def validate_address(value, allow_broadcast: bool = True) -> int:
-    top = 0xFF if allow_broadcast else 0xFE
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
-        raise InvalidArgument("address must be 0-%d%s, got %r" % (
-            top, " (255 reaches any chip)" if allow_broadcast else "", value))
-    return value
+def validate_address(value, allow_auto: bool = True, wanted: bool = False):
+    """A chip address 0-254 (or ``auto``: find the chip by asking each address in turn).
+
+    255 (FF) is refused: it is the broadcast address, which a chip acts on but never
+    answers (WCH's document), so nothing could be read or checked there.
+    """
+    if allow_auto and value == "auto":
+        return "auto"
+    number = value
+    if isinstance(value, str) and value.strip().isdigit():
+        number = int(value)
+    hint = " or auto to find the chip" if allow_auto else ""
+    if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number <= BROADCAST_ADDRESS:
+        raise InvalidArgument("address must be 0-%d%s, got %r" % (MAX_ADDRESS, hint, value))
+    if number == BROADCAST_ADDRESS:
+        if wanted:
+            raise InvalidArgument("address 255 (FF) is the CH9329's broadcast address: a chip set to it would act on "
+                                  "broadcasts but never answer again; choose 0-%d" % MAX_ADDRESS)
+        raise InvalidArgument("address 255 (FF) is the CH9329's broadcast address: the chip acts on it but never "
+                              "answers, so nothing can be read or checked there; give the chip's address (0 from "
+                              "the factory)%s" % hint)
+    return number
 
 
 def validate_strings(strings) -> dict:
@@ -364,7 +439,9 @@ def kvmd_safety_problems(changes: dict) -> list:
 
 
 def desired_config(current: ChipConfig, changes: dict) -> ChipConfig:
-    """``current`` with ``changes`` applied, changing only the bytes that must change."""
+    """``current`` with ``changes`` applied, changing only the bytes that must change, in
+    the form SET_PARA_CFG may carry (pin-set bits cleared, see PIN_SET_OFFSETS)."""
+    current = current.writable()
     values = {}
     if "mode" in changes and current.mode != changes["mode"]:
         values["mode"] = MODES.index(changes["mode"])
@@ -502,6 +579,31 @@ class Chip:
                                   "raise ready_timeout, or power-cycle the chip" % (self.port, ready_timeout, polls, exc.msg),
                                   port=self.port, polls=polls) from None
 
+    def find_address(self) -> int | None:
+        """Ask GET_INFO at each address 0..254 in turn; the first answer names the chip's
+        address (None: no answer). Address 0 goes first: a chip at 0 answers any address
+        code. A late answer still counts: it carries the address of the chip that sent it."""
+        window = scan_window(self.baudrate)
+        buf = b""
+        try:
+            self.ser.reset_input_buffer()
+            for address in range(MAX_ADDRESS + 1):
+                self.ser.write(encode_frame(CMD_GET_INFO, b"", address))  # one write: one packet
+                deadline = time.monotonic() + window
+                while True:
+                    found = info_reply_address(buf)
+                    if found is not None:
+                        return found
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self.ser.timeout = remaining
+                    buf = (buf + self.ser.read(max(1, self.ser.in_waiting)))[-256:]
+        except OSError as exc:
+            raise DeviceError("I/O error on %s: %s; check the USB-serial adapter (replug or usb_reset it)"
+                              % (self.port, exc), port=self.port) from None
+        return None
+
     def probe_baudrate(self, rates=PROBE_ORDER) -> int:
         """The first rate in ``rates`` at which the chip answers GET_INFO."""
         tried = []
@@ -558,40 +660,72 @@ class LinkOptions:
             raise InvalidArgument("timeout must be between 0.05 and 60 seconds, got %r" % (timeout,))
         self.timeout = float(timeout)
         self.pause_kvmd = bool(pause_kvmd)
+        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not 0 <= lock_timeout <= 3600:
+            raise InvalidArgument("lock_timeout must be between 0 and 3600 seconds, got %r" % (lock_timeout,))
         self.lock_timeout = lock_timeout
         self.systemctl = systemctl
 
 
 @contextlib.contextmanager
-def open_chip(options: LinkOptions):
+def open_chip(options: LinkOptions, read_only: bool = False, pause: bool | None = None):
     """Yield ``(chip, report)`` with the hardware lock held, kvmd paused if it holds the
-    port, the port open and the baud rate resolved. ``report`` collects what happened."""
-    check_port_path(options.port)
-    report = {"port": options.port, "kvmd_paused": [], "warnings": []}
+    port (and ``options.pause_kvmd``), the port open, the baud rate and address resolved.
+    ``report`` collects what happened.
+
+    The port is checked (a serial tty) before anything else. ``pause`` (default
+    ``options.pause_kvmd``) says whether kvmd may be stopped; a ``read_only`` caller that
+    may not gets ``_kvmd.KvmdHoldsPort`` when kvmd holds the port: kvmd is untouched.
+    """
+    check_tty(options.port)
+    pause = options.pause_kvmd if pause is None else pause
+    report = {"port": options.port, "kvmd_holding": [], "kvmd_paused": [], "warnings": []}
     with hardware_lock(timeout=options.lock_timeout):
-        with _kvmd.paused_for_port(options.port, options.pause_kvmd, options.systemctl) as kvmd:
+        with _kvmd.paused_for_port(options.port, pause, options.systemctl, read_only=read_only) as kvmd:
+            report["kvmd_holding"] = kvmd["holding"]
             report["kvmd_paused"] = kvmd["paused"]
             report["warnings"].extend(kvmd["warnings"])
             start_rate = DEFAULT_BAUDRATE if options.baudrate == "auto" else options.baudrate
             ser = open_port(options.port, start_rate, options.timeout)
             try:
-                chip = Chip(ser, options.port, options.address, options.timeout)
-                if options.baudrate == "auto":
-                    chip.probe_baudrate()
+                chip = Chip(ser, options.port, 0 if options.address == "auto" else options.address, options.timeout)
+                _resolve_link(chip, options)
                 report["baudrate"] = chip.baudrate
+                report["address"] = chip.address
                 yield chip, report
             finally:
                 ser.close()
 
 
-def link_argument_spec(baudrate_name: str = "baudrate", address_name: str = "address") -> dict:
-    """The modules' options for reaching the chip (a plain dict: no Ansible import here)."""
+def _resolve_link(chip: Chip, options: LinkOptions) -> None:
+    """Find the baud rate and/or the address when they are ``auto``."""
+    if options.address != "auto":
+        if options.baudrate == "auto":
+            chip.probe_baudrate()
+        return
+    rates = PROBE_ORDER if options.baudrate == "auto" else (chip.baudrate,)
+    start = time.monotonic()
+    for rate in rates:
+        chip.set_baudrate(rate)
+        found = chip.find_address()
+        if found is not None:
+            chip.address = found
+            return
+    raise Timeout("no CH9329 answered on %s at any address 0-%d at %s baud (%.1f s); check the baud rate (try "
+                  "baudrate auto), the cable and the chip's power" % (
+                      options.port, MAX_ADDRESS, ", ".join(map(str, rates)), time.monotonic() - start),
+                  port=options.port)
+
+
+def link_argument_spec(baudrate_name: str = "baudrate", address_name: str = "address",
+                       pause_kvmd: bool = True) -> dict:
+    """The modules' options for reaching the chip (a plain dict: no Ansible import here).
+    ``address`` is raw: a number 0-254 or ``auto`` (checked by ``validate_address``)."""
     return {
         "port": {"type": "path"},
         baudrate_name: {"type": "str", "choices": ["auto"] + [str(b) for b in BAUD_RATES]},
-        address_name: {"type": "int", "default": 0},
+        address_name: {"type": "raw", "default": 0},
         "timeout": {"type": "float", "default": DEFAULT_TIMEOUT},
-        "pause_kvmd": {"type": "bool", "default": True},
+        "pause_kvmd": {"type": "bool", "default": pause_kvmd},
         "lock_timeout": {"type": "float", "default": 30.0},
     }
 
@@ -602,20 +736,54 @@ def link_options_from(params: dict, baudrate_name: str = "baudrate", address_nam
 
 
 # -- operations (modules, box command, watchdog) -----------------------------------------------
+NOT_READ_HINT = ("reading and checking never stop kvmd (stopping it drops every web session); kvmd's web UI shows "
+                 "whether its HID is online and the lock LEDs. To read the chip itself, run again with pause_kvmd: "
+                 "true (box command: --pause-kvmd), which stops kvmd for about a second and starts it again, or while "
+                 "kvmd is stopped")
+
+
+def _not_reached(options: LinkOptions, exc: _kvmd.KvmdHoldsPort, warning: str) -> dict:
+    """The report of a call that left the chip alone because kvmd holds its port."""
+    return {"port": options.port, "baudrate": None if options.baudrate == "auto" else options.baudrate,
+            "address": None if options.address == "auto" else options.address,
+            "kvmd_holding": list(exc.details.get("units", [])), "kvmd_paused": [],
+            "warnings": ["%s: %s" % (exc.msg, warning)]}
+
+
+def _kvmd_note(report: dict) -> str:
+    if report.get("kvmd_paused"):
+        return "; %s paused for it and started again" % " and ".join(report["kvmd_paused"])
+    return ""
+
+
+def _check_seconds(name: str, value, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high:
+        raise InvalidArgument("%s must be between 0 and %g seconds, got %r" % (name, high, value))
+
+
 def reset(options: LinkOptions, retries: int = 1, wait_ready: bool = True,
           ready_timeout: float = DEFAULT_READY_TIMEOUT, check_mode: bool = False) -> dict:
     """Reset the chip (RESET with a checked reply) and wait until it answers again.
 
-    In check mode the port is opened and the chip probed with GET_INFO; no RESET is sent.
+    kvmd is paused only when it holds the port (and ``options.pause_kvmd``). In check mode
+    kvmd is never touched: the chip is probed with GET_INFO when the port is free, and no
+    RESET is sent.
     """
     _check_count("retries", retries, 0, 10)
-    if isinstance(ready_timeout, bool) or not isinstance(ready_timeout, (int, float)) or not 0 < ready_timeout <= 120:
-        raise InvalidArgument("ready_timeout must be between 0 and 120 seconds, got %r" % (ready_timeout,))
+    _check_seconds("ready_timeout", ready_timeout, 120)
     start = time.monotonic()
+    if check_mode:
+        try:
+            with open_chip(options, read_only=True, pause=False) as (chip, report):
+                report.update(info=chip.get_info(), probed=True, attempts=0, reply=None, status=None, ready_after=None)
+                return _finish(report, start, changed=True, message="the CH9329 answers; RESET not sent (check mode)")
+        except _kvmd.KvmdHoldsPort as exc:
+            report = _not_reached(options, exc, "the chip was not probed (check mode never stops kvmd; a real run "
+                                                "pauses it for the reset)")
+            report.update(info=None, probed=False, attempts=0, reply=None, status=None, ready_after=None)
+            return _finish(report, start, changed=True,
+                           message="RESET not sent (check mode); the chip was not probed: kvmd holds the port")
     with open_chip(options) as (chip, report):
-        if check_mode:
-            report.update(info=chip.get_info(), attempts=0, reply=None, status=None, ready_after=None)
-            return _finish(report, start, changed=True, message="the CH9329 answers; RESET not sent (check mode)")
         reply, attempts = _send_reset(chip, retries, ready_timeout)
         report.update(reply=_hex(reply.raw), status=STATUS_WORDS[STATUS_OK], attempts=attempts,
                       info=None, ready_after=None, polls=0)
@@ -624,7 +792,7 @@ def reset(options: LinkOptions, retries: int = 1, wait_ready: bool = True,
             info, waited, polls = chip.wait_ready(ready_timeout)
             report.update(info=info, ready_after=round(waited, 3), polls=polls)
     message = "CH9329 reset" + (" and answering again after %.2f s" % report["ready_after"] if wait_ready else "")
-    return _finish(report, start, changed=True, message=message)
+    return _finish(report, start, changed=True, message=message + _kvmd_note(report))
 
 
 def _send_reset(chip: Chip, retries: int, ready_timeout: float) -> tuple:
@@ -645,54 +813,86 @@ def _send_reset(chip: Chip, retries: int, ready_timeout: float) -> tuple:
         attempt += 1
 
 
-def info(options: LinkOptions, strings: bool = True) -> dict:
-    """Version, USB state, LEDs, the whole config and (optionally) the USB strings."""
+def info(options: LinkOptions, strings: bool = True, pause: bool | None = None, report_not_read: bool = False) -> dict:
+    """Version, USB state, LEDs, the whole config and (optionally) the USB strings.
+
+    A read: kvmd is stopped only when ``pause`` (default ``options.pause_kvmd``) allows it
+    and it holds the port; otherwise kvmd is untouched and ``_kvmd.KvmdHoldsPort`` says what
+    was not read and how to read it (with ``report_not_read`` a report with ``read: false``
+    and that warning is returned instead).
+    """
     start = time.monotonic()
-    with open_chip(options) as (chip, report):
-        report["info"] = chip.get_info()
-        config = chip.read_config()
-        report["config"] = config.as_dict()
-        if strings:
-            report["usb_strings"] = {name: chip.get_string(name) for name in STRING_TYPES}
-    return _finish(report, start, changed=False, message="CH9329 %s, USB %s" % (
-        report["info"]["version"], "enumerated" if report["info"]["usb_enumerated"] else "not enumerated"))
+    try:
+        with open_chip(options, read_only=True, pause=pause) as (chip, report):
+            report["info"] = chip.get_info()
+            config = chip.read_config()
+            report["config"] = config.as_dict()
+            if strings:
+                report["usb_strings"] = {name: chip.get_string(name) for name in STRING_TYPES}
+    except _kvmd.KvmdHoldsPort as exc:
+        what = "the CH9329's version, USB state, LEDs, config and USB strings were not read; " + NOT_READ_HINT
+        if not report_not_read:
+            raise _kvmd.KvmdHoldsPort("%s: %s" % (exc.msg, what), **exc.details) from None
+        return _finish(dict(_not_reached(options, exc, what), read=False), start, changed=False,
+                       message="CH9329 not read: kvmd holds the port")
+    report["read"] = True
+    return _finish(report, start, changed=False, message="CH9329 %s, USB %s%s" % (
+        report["info"]["version"], "enumerated" if report["info"]["usb_enumerated"] else "not enumerated",
+        _kvmd_note(report)))
 
 
 def configure(options: LinkOptions, changes: dict, force: bool = False, check_mode: bool = False,
               ready_timeout: float = DEFAULT_READY_TIMEOUT) -> dict:
     """Apply the desired settings idempotently: read, compare, write only the difference,
-    RESET to apply, reconnect at the new baud rate / address and verify."""
+    RESET to apply, reconnect at the new baud rate / address and verify.
+
+    kvmd is paused only when it holds the port (and ``options.pause_kvmd``); check mode never
+    touches kvmd: when kvmd holds the port nothing is compared and the result says so.
+    """
     changes = validate_changes(changes)
+    _check_seconds("ready_timeout", ready_timeout, 120)
     problems = kvmd_safety_problems(changes)
     if problems and not force:
         raise InvalidArgument("refusing settings that would make kvmd lose control of the chip: %s; set force: true "
                               "if kvmd does not drive this chip" % "; ".join(problems), problems=problems)
     start = time.monotonic()
-    with open_chip(options) as (chip, report):
-        current = chip.read_config()
-        wanted_strings = changes.get("usb_strings", {})
-        current_strings = {name: chip.get_string(name) for name in wanted_strings}
-        target = desired_config(current, changes)
-        string_updates = {n: t for n, t in wanted_strings.items() if current_strings[n] != t}
-        report["diff"] = {
-            "before": dict(current.as_dict(), usb_strings=current_strings),
-            "after": dict(target.as_dict(), usb_strings=dict(current_strings, **string_updates)),
-        }
-        changed = target.raw != current.raw or bool(string_updates)
-        report["config"] = report["diff"]["after" if changed else "before"]
-        if target.get("baudrate") != current.get("baudrate"):
-            report["warnings"].append("the CH9329 now runs at %d baud: kvmd's hid.speed must be %d too (the onekvm "
-                                      "role manages it)" % (target.get("baudrate"), target.get("baudrate")))
-        if not changed or check_mode:
-            return _finish(report, start, changed=changed, message="CH9329 config %s" % (
-                "would change" if changed else "already as desired"))
-        _apply(chip, current, target, string_updates, ready_timeout, report)
-    return _finish(report, start, changed=True, message="CH9329 config applied")
+    try:
+        with open_chip(options, read_only=check_mode, pause=False if check_mode else None) as (chip, report):
+            return _configure(chip, report, changes, check_mode, ready_timeout, start)
+    except _kvmd.KvmdHoldsPort as exc:
+        report = _not_reached(options, exc, "the config was not read nor compared (check mode never stops kvmd); a "
+                                            "real run pauses kvmd, compares and applies only what differs")
+        report.update(compared=False, config=None, diff={"before": {}, "after": {}})
+        return _finish(report, start, changed=True, message="CH9329 config not compared: kvmd holds the port")
+
+
+def _configure(chip: Chip, report: dict, changes: dict, check_mode: bool, ready_timeout: float, start: float) -> dict:
+    current = chip.read_config()
+    wanted_strings = changes.get("usb_strings", {})
+    current_strings = {name: chip.get_string(name) for name in wanted_strings}
+    target = desired_config(current, changes)
+    string_updates = {n: t for n, t in wanted_strings.items() if current_strings[n] != t}
+    report["diff"] = {
+        "before": dict(current.as_dict(), usb_strings=current_strings),
+        "after": dict(target.as_dict(), usb_strings=dict(current_strings, **string_updates)),
+    }
+    # bit 7 of the modes is the pins' (PIN_SET_OFFSETS): not a difference software can make
+    changed = target.raw != current.writable().raw or bool(string_updates)
+    report["compared"] = True
+    report["config"] = report["diff"]["after" if changed else "before"]
+    if target.get("baudrate") != current.get("baudrate"):
+        report["warnings"].append("the CH9329 now runs at %d baud: kvmd's hid.speed must be %d too (the onekvm "
+                                  "role manages it)" % (target.get("baudrate"), target.get("baudrate")))
+    if not changed or check_mode:
+        return _finish(report, start, changed=changed, message="CH9329 config %s" % (
+            "would change" if changed else "already as desired"))
+    _apply(chip, current, target, string_updates, ready_timeout, report)
+    return _finish(report, start, changed=True, message="CH9329 config applied" + _kvmd_note(report))
 
 
 def _apply(chip: Chip, current: ChipConfig, target: ChipConfig, string_updates: dict, ready_timeout: float,
            report: dict) -> None:
-    if target.raw != current.raw:
+    if target.raw != current.writable().raw:
         chip.write_config(target)
     for name, text in string_updates.items():
         chip.set_string(name, text)
@@ -701,15 +901,20 @@ def _apply(chip: Chip, current: ChipConfig, target: ChipConfig, string_updates: 
     chip.set_baudrate(target.get("baudrate"))
     chip.address = target.get("address")
     report["baudrate"] = chip.baudrate
+    report["address"] = chip.address
     waited = chip.wait_ready(ready_timeout)[1]
     report["ready_after"] = round(waited, 3)
+    # a change is done when the chip reports it; the pins' bit 7 is not ours to compare
     readback = chip.read_config()
-    if readback.raw != target.raw:
-        raise DeviceError("the CH9329 did not keep the new config: wrote %s, read back %s" % (_hex(target.raw),
-                          _hex(readback.raw)), written=_hex(target.raw), read=_hex(readback.raw))
+    if readback.writable().raw != target.raw:
+        raise DeviceError("the CH9329 did not keep the new config after RESET: wrote %s, read back %s; WCH documents "
+                          "that settings are enabled at the next power-on: power-cycle the chip (unplug it from the "
+                          "target) and check with ch9329_info" % (_hex(target.raw), _hex(readback.raw)),
+                          written=_hex(target.raw), read=_hex(readback.raw))
     for name, text in string_updates.items():
         if chip.get_string(name) != text:
-            raise DeviceError("the CH9329 did not keep the %s string %r" % (name, text))
+            raise DeviceError("the CH9329 did not keep the %s string %r after RESET; power-cycle the chip and check "
+                              "with ch9329_info" % (name, text))
 
 
 def _check_count(name: str, value, low: int, high: int) -> None:

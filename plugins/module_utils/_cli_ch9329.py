@@ -17,24 +17,33 @@ def configure(command: str, parser) -> None:
                                        "else /dev/ttyUSB0)")
     parser.add_argument("--baudrate", help="9600, 19200, 38400, 57600, 115200 or auto (default: kvmd's hid.speed "
                                            "for this port, else 9600)")
-    parser.add_argument("--address", type=int, default=0, help="chip address 0-255 (default 0)")
+    parser.add_argument("--address", default="0",
+                        help="chip address 0-254 (default 0), or auto: ask each address in turn (at most %.1f s at 9600 "
+                             "baud, %.1f s at 115200)" % (_ch9329.scan_seconds(9600), _ch9329.scan_seconds(115200)))
     parser.add_argument("--timeout", type=float, default=_ch9329.DEFAULT_TIMEOUT, help="seconds to wait for a reply")
-    parser.add_argument("--no-pause-kvmd", action="store_true",
-                        help="do not stop kvmd while talking to the chip even if it holds the port")
+    if command == "ch9329-reset":
+        parser.add_argument("--no-pause-kvmd", action="store_true",
+                            help="do not stop kvmd while talking to the chip even if it holds the port")
+    else:
+        parser.add_argument("--pause-kvmd", action="store_true",
+                            help="stop kvmd for the reading if it holds the port (drops its web sessions); without "
+                                 "it nothing is read while kvmd holds the port (exit code 4)")
     parser.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for the hardware lock")
     if command == "ch9329-reset":
         parser.add_argument("--retries", type=int, default=1, help="extra RESET attempts when the reply is bad")
         parser.add_argument("--no-wait", action="store_true", help="do not wait for the chip to answer again")
         parser.add_argument("--ready-timeout", type=float, default=_ch9329.DEFAULT_READY_TIMEOUT,
                             help="seconds to wait for the chip after RESET")
-        parser.add_argument("--check", action="store_true", help="only open the port and probe the chip")
+        parser.add_argument("--check", action="store_true",
+                            help="only probe the chip with GET_INFO; never stops kvmd (no probe while it holds the port)")
     else:
         parser.add_argument("--no-strings", action="store_true", help="skip reading the USB string descriptors")
 
 
 def run(args) -> dict:
+    pause = not args.no_pause_kvmd if args.command == "ch9329-reset" else args.pause_kvmd
     options = _ch9329.LinkOptions(port=args.port, baudrate=args.baudrate, address=args.address, timeout=args.timeout,
-                                  pause_kvmd=not args.no_pause_kvmd, lock_timeout=args.lock_timeout)
+                                  pause_kvmd=pause, lock_timeout=args.lock_timeout)
     if args.command == "ch9329-reset":
         return _ch9329.reset(options, retries=args.retries, wait_ready=not args.no_wait,
                              ready_timeout=args.ready_timeout, check_mode=args.check)

@@ -14,8 +14,10 @@ those files use for scalars (sequences, flow collections and block scalars are k
 opaque values: replaced as a whole when merging, never interpreted).
 
 kvmd keeps the HID port open (not exclusively) and polls it every ~0.1 s, which would
-steal our replies: ``paused_for_port`` stops the kvmd units that hold the port and always
-starts them again.
+steal our replies: ``paused_for_port`` stops the kvmd units that really hold the port (a
+process of the unit has it open, seen in /proc) and always starts them again. Stopping kvmd
+drops every web session, so reading and checking never do it: a read-only caller gets
+``KvmdHoldsPort`` instead and says what it could not read.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import os
 import re
 import subprocess
 
-from ._errors import DeviceError, MissingDependency, PermissionDenied
+from ._errors import Busy, DeviceError, MissingDependency, PermissionDenied
 from ._serialport import port_users
 
 MAIN_CONFIGS = ("usr/lib/kvmd/main.yaml", "etc/kvmd/main.yaml")  # first that exists, relative to root
@@ -36,6 +38,10 @@ KVMD_ROOT_ENV = "ONEKVM_KVMD_ROOT"  # tests point this at a fake config tree
 SYSTEMCTL_ENV = "ONEKVM_SYSTEMCTL"  # tests point this at a stand-in service manager
 
 _KEY_LINE = re.compile(r"""^(?P<indent> *)(?P<key>"[^"]*"|'[^']*'|[^\s#'"\-][^:#]*?|-[^\s:#][^:#]*?)\s*:(?:\s+(?P<value>.*))?$""")
+
+
+class KvmdHoldsPort(Busy):
+    """kvmd holds the port and this call may not stop it (a read, a check)."""
 
 
 class Opaque(str):
@@ -245,32 +251,54 @@ def _ancestors(pid: int, proc: str = "/proc") -> list:
     return chain
 
 
-def units_holding_port(port: str, manager: ServiceManager, units=DEFAULT_UNITS) -> list:
-    """Active units among ``units`` whose processes have ``port`` open."""
-    holders = [u["pid"] for u in port_users(port) if u["pid"] != os.getpid()]
-    if not holders:
+def _in_unit_cgroup(pid: int, unit: str, proc: str = "/proc") -> bool:
+    """Whether ``pid`` runs in ``unit``'s cgroup (a child kvmd started, whatever its parent)."""
+    try:
+        with open("%s/%d/cgroup" % (proc, pid)) as f:
+            return any(line.rstrip("\n").endswith("/" + unit) for line in f)
+    except OSError:
+        return False
+
+
+def port_holders(port: str) -> list:
+    """Processes other than this one that have ``port`` open (pid, comm)."""
+    return [u for u in port_users(port) if u["pid"] != os.getpid()]
+
+
+def units_holding_port(port: str, manager: ServiceManager, units=DEFAULT_UNITS, holders=None) -> list:
+    """Active units among ``units`` one of whose processes has ``port`` open."""
+    pids = [u["pid"] for u in (port_holders(port) if holders is None else holders)]
+    if not pids:
         return []
     found = []
     for unit in units:
         if not manager.is_active(unit):
             continue
         main = manager.main_pid(unit)
-        if main and any(main in _ancestors(pid) for pid in holders):
+        if any((main and main in _ancestors(pid)) or _in_unit_cgroup(pid, unit) for pid in pids):
             found.append(unit)
     return found
 
 
 @contextlib.contextmanager
-def paused_for_port(port: str, enabled: bool = True, systemctl: str | None = None, units=DEFAULT_UNITS):
+def paused_for_port(port: str, enabled: bool = True, systemctl: str | None = None, units=DEFAULT_UNITS,
+                    read_only: bool = False):
     """Stop the kvmd units holding ``port`` for the ``with`` body; always start them again.
 
-    Yields ``{"paused": [units], "warnings": [...]}``. With ``enabled=False`` nothing is
-    stopped, and a warning says that kvmd may steal replies if it holds the port.
+    Yields ``{"holding": [units], "paused": [units], "warnings": [...]}``. Nothing is
+    stopped when no unit's process has the port open. With ``enabled=False`` nothing is
+    stopped either: a ``read_only`` caller gets ``KvmdHoldsPort`` when kvmd holds the port,
+    any other caller a warning that kvmd may steal replies.
     """
     manager = ServiceManager(systemctl)
-    state: dict = {"paused": [], "warnings": []}
-    holding = units_holding_port(port, manager, units)
+    holders = port_holders(port)
+    holding = units_holding_port(port, manager, units, holders)
+    state: dict = {"holding": holding, "paused": [], "warnings": []}
     if holding and not enabled:
+        who = ", ".join("%s pid %d" % (u["comm"], u["pid"]) for u in holders)
+        if read_only:
+            raise KvmdHoldsPort("%s holds %s (%s) and polls the chip about every 0.1 s" % (
+                " and ".join(holding), port, who), units=holding, port=port)
         state["warnings"].append("%s holds %s and polls it; replies may be lost (pause_kvmd is off)"
                                  % (", ".join(holding), port))
         holding = []

@@ -38,6 +38,37 @@ def check_port_path(port: str) -> str:
     return os.path.realpath(port)
 
 
+TTY_DRIVERS = "/proc/tty/drivers"  # name, node, major, minor range, type of every tty driver
+TTY_TYPES = ("serial", "pty:slave")  # a UART/USB-serial adapter, or a pty standing in for one
+
+
+def check_tty(port: str, drivers: str = TTY_DRIVERS) -> str:
+    """``check_port_path`` plus: the device belongs to a serial tty driver (read from
+    /proc/tty/drivers, nothing is opened), so that /dev/null or a disk is refused before
+    anything (kvmd included) is touched. Without that file the check is left to the open."""
+    device = check_port_path(port)
+    rdev = os.stat(port).st_rdev
+    try:
+        with open(drivers, encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return device
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 5 or not fields[2].isdigit():
+            continue
+        low, _, high = fields[3].partition("-")
+        if not low.isdigit() or not (high or low).isdigit():
+            continue
+        if os.major(rdev) == int(fields[2]) and int(low) <= os.minor(rdev) <= int(high or low):
+            if fields[4].startswith(TTY_TYPES):
+                return device
+            break
+    raise InvalidArgument("%s is not a tty (not a serial port): device %d:%d is no serial tty in %s; give the "
+                          "USB-serial adapter's node (ls -l /dev/serial/by-path)"
+                          % (port, os.major(rdev), os.minor(rdev), drivers), port=port)
+
+
 def _import_pyserial(port: str):
     """pyserial, imported on first use so --help and validation work without it.
 

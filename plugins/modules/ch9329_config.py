@@ -17,7 +17,13 @@ description:
   - Refuses settings that would make kvmd lose control of the chip (O(serial_mode) other than V(protocol), O(mode)
     other than V(keyboard_mouse), O(address) other than V(0)) unless O(force=true).
   - After a baud rate change it warns that kvmd's C(hid.speed) must match.
-  - Holds the box-wide hardware lock and pauses kvmd when it holds the port (see O(pause_kvmd)).
+  - Holds the box-wide hardware lock and pauses kvmd only when one of its processes holds the port (see O(pause_kvmd));
+    C(kvmd_paused) says which units were stopped and started again.
+  - Bit 7 of the working mode and serial mode bytes (V(0x80)-V(0x83) / V(0x80)-V(0x82): set by the chip's mode pins) is
+    never written back: WCH's protocol document allows only V(0x00)-V(0x03) / V(0x00)-V(0x02) in SET_PARA_CFG, so the
+    module writes the same mode as set by software, and ignores that bit when comparing and reading back.
+  - A GET_PARA_CFG reply longer than 50 bytes (the CH9329F's 72 or 88) is read for its first 50 bytes; only 50 are
+    written.
 author:
   - onekvm.fleet maintainers (@onekvm)
 extends_documentation_fragment:
@@ -32,8 +38,12 @@ options:
     choices: ['auto', '9600', '19200', '38400', '57600', '115200']
   connect_address:
     description:
-      - Address the chip answers at now (V(0) from the factory); V(255) reaches a chip at any address.
-    type: int
+      - Address the chip answers at now (V(0) from the factory), V(0) to V(254).
+      - V(auto) finds the chip by asking each address in turn with GET_INFO, address V(0) first (a chip at address
+        0 answers any address code); the scan is bounded: at most 255 x (20 bytes' wire time + 25 ms), about 11.7 s
+        at 9600 baud and 6.8 s at 115200 (with O(connect_baudrate=auto) at each rate in turn, at most about 42 s).
+      - V(255) is refused: it is the chip's broadcast address, which a chip acts on but never answers.
+    type: raw
     default: 0
   baudrate:
     description:
@@ -53,6 +63,7 @@ options:
   address:
     description:
       - Desired chip address (V(0) to V(254)). kvmd always uses V(0).
+      - V(255) is refused: a chip set to the broadcast address would act on broadcasts but never answer again.
     type: int
   vid:
     description:
@@ -99,7 +110,8 @@ attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Reads the chip and reports what would change; nothing is written.
+    details: Reads the chip and reports what would change; nothing is written and kvmd is never touched. While kvmd
+      holds the port nothing is compared (C(compared=false), reported as changed, with a warning).
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
@@ -142,16 +154,30 @@ baudrate:
   sample: 115200
 config:
   description: The chip's config after the run (or what it would be in check mode), decoded like M(onekvm.fleet.ch9329_info)'s,
-    plus C(usb_strings) for the strings asked for.
+    plus C(usb_strings) for the strings asked for; null when not compared.
   returned: always
   type: dict
+address:
+  description: The address the chip answers at when the module ends.
+  returned: always
+  type: int
+  sample: 0
+compared:
+  description: Whether the chip's config was read and compared (V(false) in check mode while kvmd holds the port).
+  returned: always
+  type: bool
+kvmd_holding:
+  description: kvmd units one of whose processes had the port open.
+  returned: always
+  type: list
+  elements: str
 ready_after:
   description: Seconds from the applying RESET until the chip answered again.
   returned: when changed and not check mode
   type: float
   sample: 0.55
 kvmd_paused:
-  description: kvmd units stopped for the exchange and started again.
+  description: kvmd units stopped for the exchange and started again (never in check mode).
   returned: always
   type: list
   elements: str

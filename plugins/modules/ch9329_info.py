@@ -12,8 +12,13 @@ version_added: 1.0.0
 description:
   - Asks the CH9329 for GET_INFO (firmware version, whether the target enumerated its USB device, lock LEDs),
     GET_PARA_CFG (the 50-byte configuration, decoded into named fields) and the three USB string descriptors.
-  - Returns them as module output and as the fact C(onekvm_ch9329).
-  - Holds the box-wide hardware lock and pauses kvmd when it holds the port (see O(pause_kvmd)).
+  - Returns them as plain module output (register the result); it sets no facts, as modules that set facts are named
+    C(*_facts) by convention.
+  - A read never stops kvmd by default. While kvmd holds the port (it polls the chip about every 0.1 s) the chip is
+    not asked: the result has C(read=false), names the kvmd units in C(kvmd_holding) and says in a warning what was
+    not read (version, USB state, LEDs, config, strings) and how to read it (O(pause_kvmd=true), or with kvmd
+    stopped). kvmd's own web UI shows whether its HID is online and the lock LEDs.
+  - Holds the box-wide hardware lock.
 author:
   - onekvm.fleet maintainers (@onekvm)
 extends_documentation_fragment:
@@ -28,19 +33,30 @@ options:
     choices: ['auto', '9600', '19200', '38400', '57600', '115200']
   address:
     description:
-      - Address of the chip (V(0) from the factory); V(255) reaches a chip at any address.
-    type: int
+      - Address of the chip (V(0) from the factory), V(0) to V(254).
+      - V(auto) finds the chip by asking each address in turn with GET_INFO, address V(0) first (a chip at address
+        0 answers any address code); the scan is bounded: at most 255 x (20 bytes' wire time + 25 ms), about 11.7 s
+        at 9600 baud and 6.8 s at 115200 (with O(baudrate=auto) at each rate in turn, at most about 42 s).
+      - V(255) is refused: it is the chip's broadcast address, which a chip acts on but never answers.
+    type: raw
     default: 0
   strings:
     description:
       - Also read the manufacturer, product and serial string descriptors.
     type: bool
     default: true
+  pause_kvmd:
+    description:
+      - Stop kvmd for the reading when one of its processes holds O(port), and start it again afterwards. Stopping kvmd
+        drops every web session for about a second, so it is off by default.
+      - Never in check mode.
+    type: bool
+    default: false
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Only reads; runs the same in check mode.
+    details: Only reads; runs the same in check mode, except that it never stops kvmd there.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
@@ -52,15 +68,23 @@ attributes:
 """
 
 EXAMPLES = r"""
-- name: Read the CH9329
+- name: Read the CH9329 (kvmd stopped for a second if it holds the port)
   onekvm.fleet.ch9329_info:
+    pause_kvmd: true
   become: true
   register: hid
 
 - name: Fail when the target machine does not see the keyboard
   ansible.builtin.assert:
-    that: onekvm_ch9329.info.usb_enumerated
-    fail_msg: "The target has not enumerated the CH9329 (USB ID {{ onekvm_ch9329.config.vid }}:{{ onekvm_ch9329.config.pid }})"
+    that: hid.info.usb_enumerated
+    fail_msg: "The target has not enumerated the CH9329 (USB ID {{ hid.config.vid }}:{{ hid.config.pid }})"
+
+- name: Read the chip at whatever address and speed it was set to
+  onekvm.fleet.ch9329_info:
+    port: /dev/ttyUSB1
+    address: auto
+    baudrate: auto
+  become: true
 """
 
 RETURN = r"""
@@ -70,13 +94,28 @@ port:
   type: str
   sample: /dev/kvmd-hid
 baudrate:
-  description: The baud rate the chip answered at.
+  description: The baud rate the chip answered at (the one that would be used, or null for V(auto), when not read).
   returned: always
   type: int
   sample: 9600
+address:
+  description: The address the chip answered at (found by the scan with O(address=auto); null when not read so).
+  returned: always
+  type: int
+  sample: 0
+read:
+  description: Whether the chip was read (V(false) while kvmd holds the port and may not be stopped).
+  returned: always
+  type: bool
+kvmd_holding:
+  description: kvmd units one of whose processes had O(port) open.
+  returned: always
+  type: list
+  elements: str
+  sample: [kvmd.service]
 info:
   description: The chip's GET_INFO answer.
-  returned: always
+  returned: when read
   type: dict
   contains:
     version:
@@ -96,7 +135,7 @@ info:
       sample: {num_lock: true, caps_lock: false, scroll_lock: false}
 config:
   description: The 50-byte configuration, decoded.
-  returned: always
+  returned: when read
   type: dict
   contains:
     mode:
@@ -163,13 +202,21 @@ config:
     raw:
       description: All 50 config bytes as hex.
       type: str
+    reply_size:
+      description: Data bytes of the GET_PARA_CFG reply (50 in WCH's document; 72 or 88 have been seen from the CH9329F).
+      type: int
+      sample: 50
+    raw_extra:
+      description: The reply's bytes after the first 50, as hex (empty for a 50-byte reply); shown, never interpreted.
+      type: str
+      sample: ""
 usb_strings:
   description: The string descriptors (C(manufacturer), C(product), C(serial)).
-  returned: when O(strings=true)
+  returned: when read and O(strings=true)
   type: dict
   sample: {manufacturer: WCH, product: CH9329, serial: ""}
 kvmd_paused:
-  description: kvmd units stopped for the exchange and started again.
+  description: kvmd units stopped for the exchange and started again (only with O(pause_kvmd=true)).
   returned: always
   type: list
   elements: str
@@ -177,14 +224,6 @@ elapsed:
   description: Seconds the reading took.
   returned: always
   type: float
-ansible_facts:
-  description: Facts set by the module.
-  returned: always
-  type: dict
-  contains:
-    onekvm_ch9329:
-      description: The same O(port), C(baudrate), C(info), C(config) and C(usb_strings) as above.
-      type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -193,19 +232,19 @@ from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_
 from ansible_collections.onekvm.fleet.plugins.module_utils._ch9329 import info, link_argument_spec, link_options_from
 from ansible_collections.onekvm.fleet.plugins.module_utils._errors import OnekvmError
 
-FACT_KEYS = ("port", "baudrate", "info", "config", "usb_strings")
-
 
 def main():
-    argument_spec = link_argument_spec()
+    argument_spec = link_argument_spec(pause_kvmd=False)
     argument_spec.update(strings={"type": "bool", "default": True})
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     try:
-        result = info(link_options_from(module.params), strings=module.params["strings"])
+        # kvmd holding the port is no failure (it drives the chip, as it should): the result
+        # says what was not read and how to read it
+        result = info(link_options_from(module.params), strings=module.params["strings"],
+                      pause=module.params["pause_kvmd"] and not module.check_mode, report_not_read=True)
     except OnekvmError as exc:
         fail_from(module, exc)
-    facts = {key: result[key] for key in FACT_KEYS if key in result}
-    module.exit_json(msg=result.pop("message"), ansible_facts={"onekvm_ch9329": facts}, **result)
+    module.exit_json(msg=result.pop("message"), **result)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ description:
     O(wait_ready=true), polls GET_INFO until the rebooted chip answers, reporting how long that took.
   - Use it after resetting the USB-serial adapter with M(onekvm.fleet.usb_reset), since the adapter's reset does not
     reset the chip behind it.
-  - Holds the box-wide hardware lock and pauses kvmd when it holds the port (see O(pause_kvmd)).
+  - Holds the box-wide hardware lock and pauses kvmd only when one of its processes holds the port (see O(pause_kvmd));
+    C(kvmd_paused) says which units were stopped and started again.
 author:
   - onekvm.fleet maintainers (@onekvm)
 extends_documentation_fragment:
@@ -29,8 +30,12 @@ options:
     choices: ['auto', '9600', '19200', '38400', '57600', '115200']
   address:
     description:
-      - Address of the chip (V(0) from the factory); V(255) reaches a chip at any address.
-    type: int
+      - Address of the chip (V(0) from the factory), V(0) to V(254).
+      - V(auto) finds the chip by asking each address in turn with GET_INFO, address V(0) first (a chip at address
+        0 answers any address code); the scan is bounded: at most 255 x (20 bytes' wire time + 25 ms), about 11.7 s
+        at 9600 baud and 6.8 s at 115200 (with O(baudrate=auto) at each rate in turn, at most about 42 s).
+      - V(255) is refused: it is the chip's broadcast address, which a chip acts on but never answers.
+    type: raw
     default: 0
   retries:
     description:
@@ -51,7 +56,8 @@ attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Opens the port and probes the chip with GET_INFO (pausing kvmd like a real run); RESET is not sent.
+    details: Never touches kvmd. When no kvmd process holds the port it opens the port and probes the chip with
+      GET_INFO; while kvmd holds it the chip is not probed (C(probed=false), a warning says so). RESET is not sent.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
@@ -86,10 +92,24 @@ port:
   type: str
   sample: /dev/kvmd-hid
 baudrate:
-  description: The baud rate the chip answered at.
+  description: The baud rate the chip answered at (null in check mode when the chip was not probed with V(auto)).
   returned: always
   type: int
   sample: 9600
+address:
+  description: The address the chip answered at (null in check mode when not probed with O(address=auto)).
+  returned: always
+  type: int
+  sample: 0
+probed:
+  description: Whether check mode probed the chip (V(false) while kvmd holds the port).
+  returned: in check mode
+  type: bool
+kvmd_holding:
+  description: kvmd units one of whose processes had the port open.
+  returned: always
+  type: list
+  elements: str
 reply:
   description: The chip's reply to RESET as hex bytes (null in check mode).
   returned: always
@@ -135,7 +155,7 @@ info:
       description: The target's keyboard lock LEDs (C(num_lock), C(caps_lock), C(scroll_lock)).
       type: dict
 kvmd_paused:
-  description: kvmd units stopped for the exchange and started again.
+  description: kvmd units stopped for the exchange and started again (never in check mode).
   returned: always
   type: list
   elements: str

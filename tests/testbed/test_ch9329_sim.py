@@ -128,6 +128,11 @@ def test_broadcast_is_executed_but_never_answered(port, sim, address):
 def test_frame_split_by_a_gap_is_two_packets(port, sim):
     # WCH doc: a packet ends after the packet interval (3 ms) of silence
     os.write(port.fd, RESET[:3])
+    # the simulator timestamps bytes when it reads them: wait until it has the first part,
+    # so the 20 ms gap is one it sees even on a loaded machine
+    deadline = time.monotonic() + 2
+    while len(sim.chip.buffer) < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
     time.sleep(0.02)
     os.write(port.fd, RESET[3:])
     reply = port.read(7, timeout=0.5)

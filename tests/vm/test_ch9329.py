@@ -36,7 +36,34 @@ def test_info_through_the_module(box, sim):
     result = box.ansible("onekvm.fleet.ch9329_info", {"port": box.serial_by_path(CH9329_PORT_PATH)})
     assert not result.get("failed"), result
     assert result["info"]["version"] == "V1.0" and result["config"]["vid"] == "1a86"
-    assert result["ansible_facts"]["onekvm_ch9329"]["config"]["baudrate"] == 9600
+    assert result["config"]["baudrate"] == 9600 and "ansible_facts" not in result
+
+
+def test_config_change_on_a_chip_that_follows_the_document(box, sim):
+    """The simulator refuses the pin-set 80 80 in SET_PARA_CFG, as WCH documents: the module
+    writes the modes without bit 7, reads the change back and is idempotent."""
+    port = box.serial_by_path(CH9329_PORT_PATH)
+    first = box.ansible("onekvm.fleet.ch9329_config", {"port": port, "packet_interval": 5})
+    assert not first.get("failed") and first["changed"], first
+    assert sim.chip.active[9:11] == b"\x00\x05" and sim.chip.active[:2] == b"\x00\x00"
+    again = box.ansible("onekvm.fleet.ch9329_config", {"port": port, "packet_interval": 5})
+    assert not again.get("failed") and again["changed"] is False, again
+    back = box.ansible("onekvm.fleet.ch9329_config", {"port": port, "packet_interval": 3})
+    assert not back.get("failed") and back["changed"], back
+
+
+def test_chip_at_another_address_found_by_the_box_command(box, sim):
+    port = box.serial_by_path(CH9329_PORT_PATH)
+    sim.chip.stored[2] = 0x05
+    sim.chip.active = bytes(sim.chip.stored)
+    try:
+        out = box.cli("ch9329-info", "--port", port, "--address", "auto", "--no-strings")
+        assert out["address"] == 5 and out["config"]["address"] == 5, out
+        refused = box.cli("ch9329-reset", "--port", port, "--address", "255", check=False)
+        assert refused["rc"] == 2 and "broadcast address" in refused["msg"], refused
+    finally:
+        sim.chip.stored[2] = 0x00
+        sim.chip.active = bytes(sim.chip.stored)
 
 
 def test_reset_through_the_module_and_the_box_command(box, sim):

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329 as ch
+from ansible_collections.onekvm.fleet.plugins.module_utils import _kvmd
 from ansible_collections.onekvm.fleet.plugins.module_utils._errors import DeviceError, InvalidArgument, Timeout
 from ansible_collections.onekvm.fleet.tests.support.boxpkg import run_cli
 from ansible_collections.onekvm.fleet.tests.unit.plugins.modules.ch9329_support import (  # noqa: F401  # pylint: disable=unused-import
@@ -150,10 +151,22 @@ def test_failed_restart_of_kvmd_is_an_error(sim, box_env):
         ch.info(ch.LinkOptions(port=sim.port), strings=False)
 
 
-def test_pause_disabled_warns(sim, box_env):
+def test_pause_disabled_warns_for_an_action_and_reads_nothing(sim, box_env):
     box_env["systemd"].add_unit_holding("kvmd.service", sim.port)
-    result = ch.info(ch.LinkOptions(port=sim.port, pause_kvmd=False), strings=False)
+    result = ch.reset(ch.LinkOptions(port=sim.port, pause_kvmd=False))
     assert result["kvmd_paused"] == [] and "kvmd.service holds" in result["warnings"][0]
+    frames = sim.counters["frames"]
+    with pytest.raises(_kvmd.KvmdHoldsPort, match="were not read.*pause_kvmd: true"):
+        ch.info(ch.LinkOptions(port=sim.port, pause_kvmd=False), strings=False)
+    assert box_env["systemd"].calls == [] and sim.counters["frames"] == frames
+
+
+def test_watchdog_style_probe_is_busy_while_kvmd_holds_the_port(sim, box_env):
+    from ansible_collections.onekvm.fleet.plugins.module_utils._errors import Busy
+    box_env["systemd"].add_unit_holding("kvmd.service", sim.port)
+    with pytest.raises(Busy):
+        with ch.open_chip(ch.LinkOptions(port=sim.port, pause_kvmd=False), read_only=True):
+            pass
     assert box_env["systemd"].calls == []
 
 
@@ -186,3 +199,23 @@ def test_cli_errors_have_exit_codes(sim, tmp_path):
     assert rc == 3 and "does not exist" in out["msg"]
     rc, out = _cli("ch9329-info", "--port", sim.port, "--baudrate", "4800")
     assert rc == 2 and "4800" in out["msg"]
+
+
+def test_cli_info_never_stops_kvmd_and_says_how(sim, box_env):
+    systemd = box_env["systemd"]
+    systemd.add_unit_holding("kvmd.service", sim.port)
+    rc, out = _cli("ch9329-info", "--port", sim.port)
+    assert rc == 4 and "were not read" in out["msg"] and "--pause-kvmd" in out["msg"], out
+    rc, out = _cli("ch9329-reset", "--port", sim.port, "--check")
+    assert rc == 0 and out["probed"] is False and out["attempts"] == 0, out
+    assert systemd.calls == []
+    rc, out = _cli("ch9329-info", "--port", sim.port, "--pause-kvmd", "--no-strings")
+    assert rc == 0 and out["kvmd_paused"] == ["kvmd.service"], out
+    assert systemd.calls == [("stop", "kvmd.service"), ("start", "kvmd.service")]
+
+
+def test_cli_address(sim):
+    rc, out = _cli("ch9329-reset", "--port", sim.port, "--address", "255")
+    assert rc == 2 and "broadcast address" in out["msg"], out
+    rc, out = _cli("ch9329-info", "--port", sim.port, "--address", "auto", "--no-strings")
+    assert rc == 0 and out["address"] == 0, out

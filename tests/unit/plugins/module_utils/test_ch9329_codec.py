@@ -63,7 +63,10 @@ def test_bad_replies_are_rejected(buf, error, words):
 def test_reply_from_another_address_is_rejected():
     with pytest.raises(DeviceError, match="address 3, expected 0"):
         ch.parse_reply(ch.encode_frame(0x8F, b"\x00", address=3), ch.CMD_RESET)
-    assert ch.parse_reply(ch.encode_frame(0x8F, b"\x00", address=3), ch.CMD_RESET, address=0xFF).address == 3
+    with pytest.raises(DeviceError, match="address 3, expected 5"):
+        ch.parse_reply(ch.encode_frame(0x8F, b"\x00", address=3), ch.CMD_RESET, address=5)
+    # a chip at 0 takes any address code (WCH's document) and may answer as 0
+    assert ch.parse_reply(ch.encode_frame(0x8F, b"\x00", address=0), ch.CMD_RESET, address=5).address == 0
 
 
 @given(command=st.integers(0, 0x3F), address=st.integers(0, 0xFE), data=st.binary(max_size=255))
@@ -126,12 +129,27 @@ def test_changing_fields_touches_only_their_bytes(raw, baud, vid):
     assert new.raw[:3] + new.raw[7:11] + new.raw[13:] == raw[:3] + raw[7:11] + raw[13:]
 
 
-def test_desired_config_keeps_pin_modes_when_the_mode_is_the_same():
+def test_desired_config_never_writes_the_pin_set_bit():
+    # WCH's document: SET_PARA_CFG takes working mode 00-03 and serial mode 00-02 only; 80-83 /
+    # 80-82 are what GET_PARA_CFG reports when pins set the mode (a factory chip reads 80 80)
     current = ch.ChipConfig(FACTORY)
     same = ch.desired_config(current, {"mode": "keyboard_mouse", "serial_mode": "protocol"})
-    assert same.raw == FACTORY
+    assert same.raw[:2] == b"\x00\x00" and same.raw[2:] == FACTORY[2:]
+    assert same.raw == current.writable().raw  # so: no change to make
     other = ch.desired_config(current, {"mode": "keyboard"})
-    assert other.raw[0] == 0x01 and other.raw[1:] == FACTORY[1:]
+    assert other.raw[:2] == b"\x01\x00" and other.raw[2:] == FACTORY[2:]
+    pins_keyboard = ch.ChipConfig(b"\x81\x80" + FACTORY[2:])
+    assert ch.desired_config(pins_keyboard, {"packet_interval": 5}).raw[:2] == b"\x01\x00"  # the same mode, by software
+
+
+def test_longer_config_reply_reads_the_first_50_bytes_and_keeps_the_rest():
+    extra = bytes(range(0xA0, 0xA0 + 22))
+    config = ch.ChipConfig(FACTORY + extra)
+    assert config.raw == FACTORY and config.extra == extra
+    decoded = config.as_dict()
+    assert (decoded["baudrate"], decoded["vid"], decoded["reply_size"]) == (9600, "1a86", 72)
+    assert decoded["raw_extra"] == extra.hex(" ")
+    assert len(ch.desired_config(config, {"packet_interval": 5}).raw) == 50
 
 
 def test_strings_set_their_flags():
@@ -149,7 +167,8 @@ def test_config_of_wrong_size_is_a_device_error():
     ({"baudrate": 4800}, "baudrate 4800 is not one the CH9329 supports"),
     ({"vid": 0x10000}, "VID 0x10000 is out of range"),
     ({"pid": "zz"}, "PID must be a 16-bit hex number"),
-    ({"address": 255}, "address must be 0-254"),
+    ({"address": 255}, "broadcast address: a chip set to it would act on broadcasts but never answer"),
+    ({"address": 256}, "address must be 0-254"),
     ({"mode": "joystick"}, "mode 'joystick' is not one of"),
     ({"usb_strings": {"product": "x" * 24}}, "24 bytes; the CH9329 keeps at most 23"),
     ({"usb_strings": {"product": "Tastatur \u00e4"}}, "plain ASCII"),

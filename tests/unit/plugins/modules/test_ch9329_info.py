@@ -17,11 +17,12 @@ def run(args, **kwargs):
     return run_module(ch9329_info.main, args, **kwargs)
 
 
-def test_info_as_output_and_facts(sim):
+def test_info_as_plain_output(sim):
     sim.chip.leds = 0b011
     result = run({"port": sim.port})
     assert not result.get("failed"), result
-    assert result["changed"] is False
+    assert result["changed"] is False and result["read"] is True and result["address"] == 0
+    assert "ansible_facts" not in result  # modules that set facts are named *_facts
     assert result["info"] == {"version": "V1.0", "version_byte": 0x30, "usb_enumerated": True,
                               "leds": {"num_lock": True, "caps_lock": True, "scroll_lock": False}}
     config = result["config"]
@@ -30,8 +31,7 @@ def test_info_as_output_and_facts(sim):
     assert (config["vid"], config["pid"], config["vid_raw"]) == ("1a86", "e129", "86 1a")
     assert config["raw"] == bytes(sim.chip.stored).hex(" ")
     assert result["usb_strings"] == {"manufacturer": "WCH", "product": "CH9329", "serial": ""}
-    facts = result["ansible_facts"]["onekvm_ch9329"]
-    assert facts["config"] == config and facts["info"] == result["info"] and facts["port"] == sim.port
+    assert (config["reply_size"], config["raw_extra"]) == (50, "")
 
 
 def test_same_in_check_mode_and_without_strings(sim):
@@ -49,12 +49,75 @@ def test_default_port_and_speed_from_kvmd(sim, box_env):
     assert result["port"] == sim.port and result["baudrate"] == 115200
 
 
-def test_kvmd_paused_and_restored(sim, box_env):
+def test_kvmd_holding_the_port_is_never_stopped_for_a_read(sim, box_env):
     systemd = box_env["systemd"]
     systemd.add_unit_holding("kvmd.service", sim.port)
-    result = run({"port": sim.port})
-    assert result["kvmd_paused"] == ["kvmd.service"]
+    for check_mode in (False, True):
+        result = run({"port": sim.port}, check_mode=check_mode)
+        assert not result.get("failed") and result["read"] is False, result
+        assert result["kvmd_holding"] == ["kvmd.service"] and result["kvmd_paused"] == []
+        assert "info" not in result and "config" not in result
+        warning = result["warnings"][0]
+        assert "kvmd.service holds %s" % sim.port in warning and "version, USB state, LEDs, config" in warning
+        assert "pause_kvmd: true" in warning
+    assert systemd.calls == [] and sim.counters["frames"] == 0
+
+
+def test_kvmd_paused_when_asked_and_restored(sim, box_env):
+    systemd = box_env["systemd"]
+    systemd.add_unit_holding("kvmd.service", sim.port)
+    result = run({"port": sim.port, "pause_kvmd": True})
+    assert result["read"] is True and result["kvmd_paused"] == ["kvmd.service"], result
+    assert "kvmd.service paused for it and started again" in result["msg"]
     assert systemd.calls == [("stop", "kvmd.service"), ("start", "kvmd.service")]
+    assert systemd.is_active("kvmd.service")
+
+
+def test_check_mode_never_pauses_kvmd_even_when_asked(sim, box_env):
+    systemd = box_env["systemd"]
+    systemd.add_unit_holding("kvmd.service", sim.port)
+    result = run({"port": sim.port, "pause_kvmd": True}, check_mode=True)
+    assert result["read"] is False and systemd.calls == []
+
+
+def test_not_a_serial_port_is_refused_before_kvmd_is_touched(box_env):
+    systemd = box_env["systemd"]
+    systemd.add_unit_holding("kvmd.service", "/dev/null")  # like any daemon, kvmd has /dev/null open
+    result = run({"port": "/dev/null", "pause_kvmd": True})
+    assert result["failed"] and "not a tty" in result["msg"], result
+    assert systemd.calls == []
+
+
+@pytest.mark.parametrize("args,words", [
+    ({"address": 255}, "broadcast address"),
+    ({"address": "x"}, "address must be 0-254 or auto"),
+    ({"timeout": 0}, "timeout must be between"),
+    ({"lock_timeout": -1}, "lock_timeout must be between"),
+])
+def test_bad_input_is_refused_before_kvmd_is_touched(sim, box_env, args, words):
+    systemd = box_env["systemd"]
+    systemd.add_unit_holding("kvmd.service", sim.port)
+    result = run(dict(args, port=sim.port, pause_kvmd=True))
+    assert result["failed"] and words in result["msg"], result
+    assert systemd.calls == [] and sim.counters["frames"] == 0
+
+
+def test_longer_config_reply_of_the_ch9329f(sim):
+    sim.chip.config_reply_size = 88
+    result = run({"port": sim.port, "strings": False})
+    assert not result.get("failed"), result
+    config = result["config"]
+    assert (config["reply_size"], config["baudrate"], config["vid"], config["pid"]) == (88, 9600, "1a86", "e129")
+    assert config["raw"] == bytes(sim.chip.stored).hex(" ") and len(bytes.fromhex(config["raw_extra"])) == 38
+
+
+def test_address_auto_finds_the_chip(sim):
+    sim.chip.stored[2] = 0x2A
+    sim.chip.active = bytes(sim.chip.stored)
+    assert run({"port": sim.port, "timeout": 0.2})["failed"]  # not at 0
+    result = run({"port": sim.port, "address": "auto", "strings": False})
+    assert not result.get("failed"), result
+    assert result["address"] == 0x2A and result["config"]["address"] == 0x2A
 
 
 @pytest.mark.parametrize("fault,words", [
@@ -74,6 +137,6 @@ def test_stop_failure_is_clear_and_restarts(sim, box_env):
     systemd = box_env["systemd"]
     systemd.add_unit_holding("kvmd.service", sim.port)
     systemd.set(fail_stop=True)
-    result = run({"port": sim.port})
+    result = run({"port": sim.port, "pause_kvmd": True})
     assert result["failed"] and "systemctl stop kvmd.service failed" in result["msg"]
     assert sim.counters["frames"] == 0

@@ -84,7 +84,9 @@ def test_wrong_baud(sim):
 
 @pytest.mark.parametrize("args,words", [
     ({"baudrate": "4800"}, "value of baudrate must be one of"),
-    ({"address": 300}, "address must be 0-255"),
+    ({"address": 300}, "address must be 0-254 or auto"),
+    ({"address": 255}, "broadcast address: the chip acts on it but never answers"),
+    ({"lock_timeout": "x"}, "lock_timeout"),
     ({"retries": -1}, "retries must be an integer from 0 to 10"),
     ({"timeout": 0}, "timeout must be between"),
     ({"ready_timeout": 0}, "ready_timeout must be between"),
@@ -157,3 +159,38 @@ def test_permission_denied(sim, monkeypatch):
     proc.join(10)
     assert result.get("failed"), result
     assert result["error"] == "PermissionDenied" and "become: true" in result["msg"]
+
+
+def test_check_mode_never_touches_kvmd(sim, box_env):
+    systemd = box_env["systemd"]
+    systemd.add_unit_holding("kvmd.service", sim.port)
+    result = run({"port": sim.port}, check_mode=True)
+    assert not result.get("failed") and result["changed"] is True, result
+    assert result["probed"] is False and result["info"] is None and result["kvmd_holding"] == ["kvmd.service"]
+    assert "not probed" in result["warnings"][0]
+    assert systemd.calls == [] and sim.counters["frames"] == 0
+
+
+def test_reset_pauses_kvmd_only_while_it_holds_the_port(sim, box_env):
+    systemd = box_env["systemd"]
+    systemd.set_unit("kvmd.service", active=True, pid=1)
+    result = run({"port": sim.port})
+    assert result["changed"] and result["kvmd_paused"] == [] and systemd.calls == [], result
+    systemd.add_unit_holding("kvmd.service", sim.port)
+    result = run({"port": sim.port})
+    assert result["kvmd_paused"] == ["kvmd.service"] and result["kvmd_holding"] == ["kvmd.service"]
+    assert "paused for it and started again" in result["msg"]
+    assert systemd.calls == [("stop", "kvmd.service"), ("start", "kvmd.service")]
+
+
+def test_address_auto_scan_is_bounded(sim):
+    sim.chip.stored[2] = 0x30
+    sim.chip.active = bytes(sim.chip.stored)
+    result = run({"port": sim.port, "address": "auto"})
+    assert not result.get("failed") and result["address"] == 0x30, result
+    assert result["reply"] == "57 ab 30 8f 01 00 c2"
+    sim.set_faults(silent=True)  # no chip at any address: the whole scan, once
+    start = time.monotonic()
+    result = run({"port": sim.port, "address": "auto", "baudrate": "115200"})
+    assert result["failed"] and result["error"] == "Timeout" and "at any address 0-254" in result["msg"], result
+    assert time.monotonic() - start < 2 * 255 * (20 * 10 / 115200 + 0.025) + 2
