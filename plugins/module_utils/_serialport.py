@@ -57,7 +57,7 @@ def check_tty(port: str, drivers: str = TTY_DRIVERS) -> str:
         fields = line.split()
         if len(fields) < 5 or not fields[2].isdigit():
             continue
-        low, _, high = fields[3].partition("-")
+        low, dummy, high = fields[3].partition("-")
         if not low.isdigit() or not (high or low).isdigit():
             continue
         if os.major(rdev) == int(fields[2]) and int(low) <= os.minor(rdev) <= int(high or low):

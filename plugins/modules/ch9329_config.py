@@ -19,8 +19,8 @@ description:
   - After a baud rate change it warns that kvmd's C(hid.speed) must match.
   - Holds the box-wide hardware lock and pauses kvmd only when one of its processes holds the port (see O(pause_kvmd));
     C(kvmd_paused) says which units were stopped and started again.
-  - Bit 7 of the working mode and serial mode bytes (V(0x80)-V(0x83) / V(0x80)-V(0x82): set by the chip's mode pins) is
-    never written back: WCH's protocol document allows only V(0x00)-V(0x03) / V(0x00)-V(0x02) in SET_PARA_CFG, so the
+  - Bit 7 of the working mode and serial mode bytes (V(0x80)-V(0x83) / V(0x80)-V(0x82), set by the mode pins) is
+    never written back, as WCH's protocol document allows only V(0x00)-V(0x03) / V(0x00)-V(0x02) in SET_PARA_CFG, so the
     module writes the same mode as set by software, and ignores that bit when comparing and reading back.
   - A GET_PARA_CFG reply longer than 50 bytes (the CH9329F's 72 or 88) is read for its first 50 bytes; only 50 are
     written.
@@ -40,9 +40,9 @@ options:
     description:
       - Address the chip answers at now (V(0) from the factory), V(0) to V(254).
       - V(auto) finds the chip by asking each address in turn with GET_INFO, address V(0) first (a chip at address
-        0 answers any address code); the scan is bounded: at most 255 x (20 bytes' wire time + 25 ms), about 11.7 s
+        0 answers any address code); the scan is bounded, at most 255 x (20 bytes' wire time + 25 ms), about 11.7 s
         at 9600 baud and 6.8 s at 115200 (with O(connect_baudrate=auto) at each rate in turn, at most about 42 s).
-      - V(255) is refused: it is the chip's broadcast address, which a chip acts on but never answers.
+      - V(255) is refused, being the broadcast address, which a chip acts on but never answers.
     type: raw
     default: 0
   baudrate:
@@ -63,7 +63,7 @@ options:
   address:
     description:
       - Desired chip address (V(0) to V(254)). kvmd always uses V(0).
-      - V(255) is refused: a chip set to the broadcast address would act on broadcasts but never answer again.
+      - V(255) is refused, as a chip set to the broadcast address would act on broadcasts but never answer again.
     type: int
   vid:
     description:

@@ -15,7 +15,7 @@ description:
   - Returns them as plain module output (register the result); it sets no facts, as modules that set facts are named
     C(*_facts) by convention.
   - A read never stops kvmd by default. While kvmd holds the port (it polls the chip about every 0.1 s) the chip is
-    not asked: the result has C(read=false), names the kvmd units in C(kvmd_holding) and says in a warning what was
+    not asked; the result has C(read=false), names the kvmd units in C(kvmd_holding) and says in a warning what was
     not read (version, USB state, LEDs, config, strings) and how to read it (O(pause_kvmd=true), or with kvmd
     stopped). kvmd's own web UI shows whether its HID is online and the lock LEDs.
   - Holds the box-wide hardware lock.
@@ -23,6 +23,7 @@ author:
   - onekvm.fleet maintainers (@onekvm)
 extends_documentation_fragment:
   - onekvm.fleet.ch9329
+  - onekvm.fleet.ch9329.address
 options:
   baudrate:
     description:
@@ -31,15 +32,6 @@ options:
       - Default is kvmd's C(kvmd.hid.speed) when kvmd drives a CH9329 on O(port), else the factory V(9600).
     type: str
     choices: ['auto', '9600', '19200', '38400', '57600', '115200']
-  address:
-    description:
-      - Address of the chip (V(0) from the factory), V(0) to V(254).
-      - V(auto) finds the chip by asking each address in turn with GET_INFO, address V(0) first (a chip at address
-        0 answers any address code); the scan is bounded: at most 255 x (20 bytes' wire time + 25 ms), about 11.7 s
-        at 9600 baud and 6.8 s at 115200 (with O(baudrate=auto) at each rate in turn, at most about 42 s).
-      - V(255) is refused: it is the chip's broadcast address, which a chip acts on but never answers.
-    type: raw
-    default: 0
   strings:
     description:
       - Also read the manufacturer, product and serial string descriptors.

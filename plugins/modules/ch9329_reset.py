@@ -20,6 +20,7 @@ author:
   - onekvm.fleet maintainers (@onekvm)
 extends_documentation_fragment:
   - onekvm.fleet.ch9329
+  - onekvm.fleet.ch9329.address
 options:
   baudrate:
     description:
@@ -28,15 +29,6 @@ options:
       - Default is kvmd's C(kvmd.hid.speed) when kvmd drives a CH9329 on O(port), else the factory V(9600).
     type: str
     choices: ['auto', '9600', '19200', '38400', '57600', '115200']
-  address:
-    description:
-      - Address of the chip (V(0) from the factory), V(0) to V(254).
-      - V(auto) finds the chip by asking each address in turn with GET_INFO, address V(0) first (a chip at address
-        0 answers any address code); the scan is bounded: at most 255 x (20 bytes' wire time + 25 ms), about 11.7 s
-        at 9600 baud and 6.8 s at 115200 (with O(baudrate=auto) at each rate in turn, at most about 42 s).
-      - V(255) is refused: it is the chip's broadcast address, which a chip acts on but never answers.
-    type: raw
-    default: 0
   retries:
     description:
       - Extra RESET attempts when the chip does not answer or answers wrongly (V(0) to V(10)).
