@@ -219,3 +219,36 @@ def test_cli_address(sim):
     assert rc == 2 and "broadcast address" in out["msg"], out
     rc, out = _cli("ch9329-info", "--port", sim.port, "--address", "auto", "--no-strings")
     assert rc == 0 and out["address"] == 0, out
+
+
+class _WriteSpy:
+    """The real pyserial port, with every write() recorded."""
+
+    def __init__(self, ser) -> None:
+        self.__dict__["_ser"] = ser
+        self.__dict__["writes"] = []
+
+    def write(self, data):
+        self.writes.append(bytes(data))
+        return self._ser.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._ser, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._ser, name, value)
+
+
+def test_every_frame_is_written_in_one_go(sim):
+    """WCH: a packet ends after the packet interval (3 ms) of silence, so a frame must leave
+    in one write: each write() is exactly one whole frame."""
+    with ch.open_chip(ch.LinkOptions(port=sim.port)) as (chip, report):
+        spy = _WriteSpy(chip.ser)
+        chip.ser = spy
+        chip.read_config()
+        chip.set_string("serial", "12345678901234567890123")  # the longest frame after SET_PARA_CFG
+        chip.write_config(chip.read_config().writable())
+        chip.get_info()
+    assert len(spy.writes) == 5
+    for data in spy.writes:
+        assert ch.frame_end(data) == len(data) and data[:2] == ch.HEAD
