@@ -582,27 +582,44 @@ class Chip:
     def find_address(self) -> int | None:
         """Ask GET_INFO at each address 0..254 in turn; the first answer names the chip's
         address (None: no answer). Address 0 goes first: a chip at 0 answers any address
-        code. A late answer still counts: it carries the address of the chip that sent it."""
+        code. A late answer still counts: it carries the address of the chip that sent it;
+        an address is taken only once a GET_INFO exchange at it has been answered."""
         window = scan_window(self.baudrate)
         buf = b""
+        address = 0
         try:
             self.ser.reset_input_buffer()
-            for address in range(MAX_ADDRESS + 1):
+            while address <= MAX_ADDRESS:
                 self.ser.write(encode_frame(CMD_GET_INFO, b"", address))  # one write: one packet
-                deadline = time.monotonic() + window
-                while True:
-                    found = info_reply_address(buf)
-                    if found is not None:
-                        return found
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self.ser.timeout = remaining
-                    buf = (buf + self.ser.read(max(1, self.ser.in_waiting)))[-256:]
+                found = self._scan_answer(time.monotonic() + window, buf)
+                buf = b""
+                if found is not None and self._answers_at(found):
+                    return found
+                address += 1
         except OSError as exc:
             raise DeviceError("I/O error on %s: %s; check the USB-serial adapter (replug or usb_reset it)"
                               % (self.port, exc), port=self.port) from None
         return None
+
+    def _scan_answer(self, deadline: float, buf: bytes):
+        while True:
+            found = info_reply_address(buf)
+            if found is not None:
+                return found
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self.ser.timeout = remaining
+            buf = (buf + self.ser.read(max(1, self.ser.in_waiting)))[-256:]
+
+    def _answers_at(self, address: int) -> bool:
+        """Confirm a scan's find (a stray answer, e.g. a late one to an earlier session, is no chip)."""
+        self.address = address
+        try:
+            self.get_info(timeout=scan_window(self.baudrate) + 0.1)
+            return True
+        except (Timeout, DeviceError):
+            return False
 
     def probe_baudrate(self, rates=PROBE_ORDER) -> int:
         """The first rate in ``rates`` at which the chip answers GET_INFO."""
