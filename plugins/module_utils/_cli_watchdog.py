@@ -64,14 +64,11 @@ class _StopFlag:
 
 def _status(path: str) -> dict:
     state = _watchdog.read_state(path)  # a JSON object, or a clear error
-    failure = _object(state.get("last_failure"))
-    action = _object(state.get("last_action"))
-    summary = _text(state.get("status", "?"))
-    reasons = failure.get("reasons")
-    if summary != "ok" and isinstance(reasons, list) and reasons:
-        summary += " (%s)" % "; ".join(_text(r) for r in reasons)
-    if action:
-        summary += "; last action %s: %s" % (_text(action.get("step")), _text(action.get("result")))
+    domains = _object(state.get("domains"))
+    if len(domains) > 1:
+        summary = "; ".join("%s %s" % (name, _summary(_object(d))) for name, d in domains.items())
+    else:
+        summary = _summary(state)
     # the file outlives the service (stopped, killed, a --once run), and a pid alone may name
     # any process: running means that pid is a watchdog that started when the file says
     pid = state.get("pid")
@@ -82,6 +79,19 @@ def _status(path: str) -> dict:
         why = "is another process, not the watchdog that wrote this" if _watchdog.process_alive(pid) else "is gone"
         state["message"] = "watchdog: not running (pid %s %s); its last state: %s" % (_text(pid), why, summary)
     return state
+
+
+def _summary(state: dict) -> str:
+    """One domain's status, its reasons while failing, and its last action."""
+    failure = _object(state.get("last_failure"))
+    action = _object(state.get("last_action"))
+    summary = _text(state.get("status", "?"))
+    reasons = failure.get("reasons")
+    if summary != "ok" and isinstance(reasons, list) and reasons:
+        summary += " (%s)" % "; ".join(_text(r) for r in reasons)
+    if action:
+        summary += "; last action %s: %s" % (_text(action.get("step")), _text(action.get("result")))
+    return summary
 
 
 def _object(value) -> dict:

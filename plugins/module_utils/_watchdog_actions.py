@@ -32,7 +32,9 @@ class Actions:
         if step in USB_STEPS:
             return usb_reset(self.config.dongle["id"], self.config.dongle["port"], step, self.config.lock_timeout)
         if step == "ch9329":
-            return self.reset_hid()
+            return self.reset_chip()
+        if step == "hid_adapter":
+            return self.reset_hid_adapter()
         raise InvalidArgument("unknown ladder step %r" % step)
 
     def restart_streamer(self, wait: float = 3.0) -> dict:
@@ -51,13 +53,21 @@ class Actions:
             self._signal(pid, signal.SIGKILL)
         return {"pids": pids, "sigkill": killed}
 
-    def reset_hid(self) -> dict:
+    def reset_chip(self) -> dict:
+        """The CH9329's RESET (kvmd, holding the port, is paused around it)."""
         if not self.config.hid["enabled"]:
-            raise NotFound("the HID probe is disabled: the CH9329 step does not apply")
+            raise NotFound("the HID domain is not watched: the ch9329 step does not apply")
+        return {"chip": _ch9329_reset(self.config.hid["device"], self.config.lock_timeout)}
+
+    def reset_hid_adapter(self) -> dict:
+        """The adapter's USB reset, then the chip's once the adapter is back (the field note's
+        "reset the CH9329 after remounting USB")."""
         hid = self.config.hid
+        if not hid["enabled"]:
+            raise NotFound("the HID domain is not watched: the hid_adapter step does not apply")
         adapter = usb_reset(hid["adapter_id"], hid["adapter_port"], "ioctl", self.config.lock_timeout)
         chip = _ch9329_reset(hid["device"], self.config.lock_timeout)
-        return {"adapter": adapter, "chip": chip}
+        return {"port": adapter.get("port"), "adapter": adapter, "chip": chip}
 
     def _signal(self, pid: int, sig: int) -> None:
         try:
@@ -131,7 +141,7 @@ def usb_reset(usb_id: str, port: str, method: str, lock_timeout: float) -> dict:
     from . import _usb
     device = _usb.select_devices(_usb.list_devices(), id=usb_id or None, port=port or None)[0]
     report = _usb.reset_device(device, method=method, timeout=RESET_TIMEOUT, lock_timeout=lock_timeout)
-    return {key: report.get(key) for key in ("port", "id", "method", "reset_seconds", "elapsed", "hub")}
+    return {key: report.get(key) for key in ("port", "id", "method", "reset_seconds", "elapsed", "hub", "hub_power_mode")}
 
 
 def _ch9329_reset(device: str, lock_timeout: float):

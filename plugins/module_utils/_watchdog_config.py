@@ -20,12 +20,18 @@ DEFAULT_CONFIG_PATH = "/etc/onekvm/watchdog.json"
 DEFAULT_STATE_FILE = "/run/onekvm/watchdog.json"
 DEFAULT_METRICS_FILE = "/var/lib/prometheus/node-exporter/onekvm_watchdog.prom"
 
-STEPS = ("restart_streamer", "ioctl", "authorize", "power_cycle", "ch9329")
+# Two failure domains, each with its own probes, ladder, budget, backoff and state:
+# the HDMI capture (the dongle) and the HID (the CH9329 and its USB-serial adapter).
+CAPTURE_STEPS = ("restart_streamer", "ioctl", "authorize", "power_cycle")
+HID_STEPS = ("ch9329", "hid_adapter")  # the chip's RESET; the adapter's USB reset, then the chip's
+STEPS = CAPTURE_STEPS + HID_STEPS
 USB_STEPS = ("ioctl", "authorize", "power_cycle")
 FAST_RECHECK = 1.0  # seconds between checks while a step's wait runs, so a healing is seen at once
 FILES_HEARTBEAT = 60.0  # seconds: state and metrics files are rewritten at least this often
 RESET_TIMEOUT = 15.0  # a reset plus the device's return; WatchdogSec must exceed lock_timeout + this
-DEFAULT_LADDER = ["restart_streamer", "ioctl", "authorize", "power_cycle", "ch9329"]
+DEFAULT_LADDER = list(CAPTURE_STEPS)
+DEFAULT_HID_LADDER = list(HID_STEPS)
+DEFAULT_KVMD_SOCKET = "/run/kvmd/kvmd.sock"
 
 DEFAULTS = {
     "interval": 5.0,  # seconds between checks
@@ -33,10 +39,14 @@ DEFAULTS = {
     "dongle": {"id": "", "port": ""},
     "video_node": "/dev/kvmd-video",  # "" disables the probe
     "ustreamer": {"enabled": True, "socket": _ustreamer.DEFAULT_SOCKET, "timeout": 2.0, "min_fps": 1.0},
-    "hid": {"enabled": False, "device": "/dev/kvmd-hid", "adapter_id": "", "adapter_port": "", "timeout": 1.0},
+    "hid": {"enabled": False, "device": "/dev/kvmd-hid", "adapter_id": "", "adapter_port": "", "timeout": 1.0,
+            # while kvmd holds the port, its GET /api/hid `online` is the HID's health (credentials: a root-only file)
+            "kvmd_socket": DEFAULT_KVMD_SOCKET, "kvmd_credentials": "",
+            "grace": 10.0, "ladder": DEFAULT_HID_LADDER, "waits": {"ch9329": 10.0, "hid_adapter": 15.0},
+            "max_actions_per_hour": 6, "backoff": 600.0, "backoff_max": 3600.0},
     "streamer_patterns": ["kvmd/streamer:", "ustreamer"],
     "ladder": DEFAULT_LADDER,
-    "waits": {"restart_streamer": 15.0, "ioctl": 15.0, "authorize": 20.0, "power_cycle": 25.0, "ch9329": 15.0},
+    "waits": {"restart_streamer": 15.0, "ioctl": 15.0, "authorize": 20.0, "power_cycle": 25.0},
     "max_actions_per_hour": 6,
     "backoff": 600.0,  # after the ladder ran out: wait this long, then try again (doubling); 0 = never
     "backoff_max": 3600.0,
@@ -51,6 +61,10 @@ USB_ID_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{4}$")
 USB_PORT_RE = re.compile(r"^[0-9]+-[0-9]+(\.[0-9]+)*$")
 
 
+Domain = collections.namedtuple("Domain", "name grace ladder waits max_actions_per_hour backoff backoff_max")
+Domain.__doc__ = """One failure domain's escalation settings (what ``Ladder`` reads)."""
+
+
 class Config(collections.namedtuple("Config", sorted(DEFAULTS))):
     """A validated watchdog configuration (fields as in ``DEFAULTS``)."""
 
@@ -61,13 +75,30 @@ class Config(collections.namedtuple("Config", sorted(DEFAULTS))):
         return bool(self.dongle["id"] or self.dongle["port"])
 
     @property
+    def capture_probe(self) -> bool:
+        return bool(self.dongle_probe or self.video_node or self.ustreamer["enabled"])
+
+    @property
+    def domains(self) -> dict:
+        """The watched domains, capture first: ``{name: Domain}``."""
+        found = collections.OrderedDict()
+        if self.capture_probe:
+            found["capture"] = Domain("capture", self.grace, self.ladder, self.waits, self.max_actions_per_hour,
+                                      self.backoff, self.backoff_max)
+        if self.hid["enabled"]:
+            h = self.hid
+            found["hid"] = Domain("hid", h["grace"], h["ladder"], h["waits"], h["max_actions_per_hour"],
+                                  h["backoff"], h["backoff_max"])
+        return found
+
+    @property
     def operation_bound(self) -> float:
         """The longest one check and its ladder step can take by their own timeouts.
 
         The ch9329 step is the slowest: the adapter's USB reset and the chip's reset, each
         waiting up to lock_timeout for the box lock and RESET_TIMEOUT for the device.
         """
-        probes = self.ustreamer["timeout"] + self.hid["timeout"] + 10.0  # + a whole-bus USB scan, generously
+        probes = self.ustreamer["timeout"] + 2 * self.hid["timeout"] + 10.0  # + a whole-bus USB scan, generously
         return probes + 2 * (self.lock_timeout + RESET_TIMEOUT) + 10.0
 
 
@@ -96,6 +127,7 @@ def parse_config(raw: object) -> Config:
     """Merge ``raw`` over the defaults and validate every field."""
     if not isinstance(raw, dict):
         raise InvalidArgument("the config must be a JSON object, got %s" % type(raw).__name__)
+    _reject_moved(raw)
     values = {}
     for key, default in DEFAULTS.items():
         values[key] = _merge(key, default, raw.get(key, default))
@@ -107,6 +139,16 @@ def parse_config(raw: object) -> Config:
     return Config(**values)
 
 
+def _reject_moved(raw: dict) -> None:
+    """The CH9329 step moved to the HID domain's own ladder: say where, not just "unknown"."""
+    ladder = raw.get("ladder")
+    waits = raw.get("waits")
+    if (isinstance(ladder, list) and "ch9329" in ladder) or (isinstance(waits, dict) and "ch9329" in waits):
+        raise InvalidArgument("the ch9329 step belongs to the HID domain now: list it in hid.ladder and its wait in "
+                              "hid.waits (role: onekvm_watchdog_hid_ladder, onekvm_watchdog_hid_waits), not in the "
+                              "capture ladder")
+
+
 def _merge(key: str, default, value):
     if isinstance(default, dict):
         if not isinstance(value, dict):
@@ -114,7 +156,7 @@ def _merge(key: str, default, value):
         _reject_unknown(value, default, key + ".")
         merged = dict(default)
         for sub, sub_default in default.items():
-            merged[sub] = _typed(key + "." + sub, sub_default, value.get(sub, sub_default))
+            merged[sub] = _merge(key + "." + sub, sub_default, value.get(sub, sub_default))
         return merged
     return _typed(key, default, value)
 
@@ -149,20 +191,26 @@ def _reject_unknown(given: dict, known: dict, prefix: str) -> None:
 
 
 def _check_numbers(values: dict) -> None:
+    hid = values["hid"]
     positive = {"interval": values["interval"], "ustreamer.timeout": values["ustreamer"]["timeout"],
-                "hid.timeout": values["hid"]["timeout"]}
+                "hid.timeout": hid["timeout"]}
     for name, value in positive.items():
         if value <= 0:
             raise InvalidArgument("%s must be greater than 0, got %s" % (name, value))
-    not_negative = {"grace": values["grace"], "ustreamer.min_fps": values["ustreamer"]["min_fps"],
-                    "backoff": values["backoff"], "backoff_max": values["backoff_max"],
-                    "lock_timeout": values["lock_timeout"]}
-    not_negative.update(("waits." + k, v) for k, v in values["waits"].items())
+    not_negative = {"ustreamer.min_fps": values["ustreamer"]["min_fps"], "lock_timeout": values["lock_timeout"]}
+    for prefix, domain in (("", values), ("hid.", hid)):
+        not_negative.update((prefix + k, domain[k]) for k in ("grace", "backoff", "backoff_max"))
+        not_negative.update((prefix + "waits." + k, v) for k, v in domain["waits"].items())
     for name, value in not_negative.items():
         if value < 0:
             raise InvalidArgument("%s must not be negative, got %s" % (name, value))
-    if not isinstance(values["max_actions_per_hour"], int) or values["max_actions_per_hour"] < 1:
-        raise InvalidArgument("max_actions_per_hour must be a whole number >= 1, got %r" % values["max_actions_per_hour"])
+    for prefix, domain in (("", values), ("hid.", hid)):
+        if not isinstance(domain["max_actions_per_hour"], int) or domain["max_actions_per_hour"] < 1:
+            raise InvalidArgument("%smax_actions_per_hour must be a whole number >= 1, got %r"
+                                  % (prefix, domain["max_actions_per_hour"]))
+        if domain["backoff_max"] < domain["backoff"]:
+            raise InvalidArgument("%sbackoff_max (%s) must not be smaller than %sbackoff (%s)"
+                                  % (prefix, domain["backoff_max"], prefix, domain["backoff"]))
     watchdog_sec = values["systemd_watchdog_sec"]
     if watchdog_sec < 0 or 0 < watchdog_sec < MIN_WATCHDOG_SEC:
         raise InvalidArgument("systemd_watchdog_sec must be 0 (no systemd watchdog) or at least %s, got %s"
@@ -171,8 +219,6 @@ def _check_numbers(values: dict) -> None:
         raise InvalidArgument("interval (%s) must be shorter than systemd_watchdog_sec (%s): every check must come "
                               "round within one watchdog period; raise the unit's WatchdogSec or check more often"
                               % (values["interval"], watchdog_sec))
-    if values["backoff_max"] < values["backoff"]:
-        raise InvalidArgument("backoff_max (%s) must not be smaller than backoff (%s)" % (values["backoff_max"], values["backoff"]))
 
 
 def _check_devices(values: dict) -> None:
@@ -192,20 +238,23 @@ def _check_devices(values: dict) -> None:
 
 
 def _check_ladder(values: dict) -> None:
-    ladder = values["ladder"]
-    if not ladder:
-        raise InvalidArgument("ladder must name at least one step (%s)" % ", ".join(STEPS))
-    for step in ladder:
-        if step not in STEPS:
-            raise InvalidArgument("ladder step %r is unknown; choose from %s" % (step, ", ".join(STEPS)))
-    if len(set(ladder)) != len(ladder):
-        raise InvalidArgument("ladder names a step twice: %s" % ", ".join(ladder))
-    if any(step in USB_STEPS for step in ladder) and not (values["dongle"]["id"] or values["dongle"]["port"]):
-        raise InvalidArgument("the ladder has USB resets but no dongle is configured: set dongle.id and/or dongle.port")
-    if "ch9329" in ladder and values["hid"]["enabled"] and not (values["hid"]["adapter_id"] or values["hid"]["adapter_port"]):
-        raise InvalidArgument("the ch9329 step resets the HID adapter first: set hid.adapter_id and/or hid.adapter_port")
+    hid = values["hid"]
+    for name, ladder, steps in (("ladder", values["ladder"], CAPTURE_STEPS), ("hid.ladder", hid["ladder"], HID_STEPS)):
+        if not ladder:
+            raise InvalidArgument("%s must name at least one step (%s)" % (name, ", ".join(steps)))
+        for step in ladder:
+            if step not in steps:
+                raise InvalidArgument("%s step %r is unknown; choose from %s" % (name, step, ", ".join(steps)))
+        if len(set(ladder)) != len(ladder):
+            raise InvalidArgument("%s names a step twice: %s" % (name, ", ".join(ladder)))
     probes = values["dongle"]["id"] or values["dongle"]["port"] or values["video_node"] or values["ustreamer"]["enabled"]
-    if not probes and not values["hid"]["enabled"]:
+    if probes and any(step in USB_STEPS for step in values["ladder"]) and not (values["dongle"]["id"]
+                                                                               or values["dongle"]["port"]):
+        raise InvalidArgument("the ladder has USB resets but no dongle is configured: set dongle.id and/or dongle.port")
+    if hid["enabled"] and "hid_adapter" in hid["ladder"] and not (hid["adapter_id"] or hid["adapter_port"]):
+        raise InvalidArgument("the hid_adapter step resets the CH9329's USB adapter: set hid.adapter_id and/or "
+                              "hid.adapter_port, or leave the step out of hid.ladder")
+    if not probes and not hid["enabled"]:
         raise InvalidArgument("every probe is disabled: configure the dongle, video_node, ustreamer or hid")
 
 
@@ -217,5 +266,8 @@ def _check_paths(values: dict) -> None:
         raise InvalidArgument("state_file must be set: `onekvm status` reads it")
     if values["ustreamer"]["enabled"] and not values["ustreamer"]["socket"].startswith("/"):
         raise InvalidArgument("ustreamer.socket must be an absolute path, got %r" % values["ustreamer"]["socket"])
+    for name in ("kvmd_socket", "kvmd_credentials"):
+        if values["hid"][name] and not values["hid"][name].startswith("/"):
+            raise InvalidArgument("hid.%s must be an absolute path, got %r" % (name, values["hid"][name]))
     if values["metrics_file"] and not values["metrics_file"].endswith(".prom"):
         raise InvalidArgument("metrics_file must end in .prom (node_exporter's textfile collector reads only those)")

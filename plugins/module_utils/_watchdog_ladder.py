@@ -35,6 +35,7 @@ class Ladder:
         self.failure_since = None  # monotonic start of the current failure episode
         self.next_step = 0  # index into config.ladder
         self.act_after = None  # no step before this time (grace, a step's wait, backoff)
+        self.deferred_until = float("-inf")  # another domain's step disturbed this one: no step before this
         self.backoff = config.backoff
         self.action_times = collections.deque()  # for max_actions_per_hour
         self.rate_limited = False
@@ -79,6 +80,13 @@ class Ladder:
         return [{"event": "action_" + ("done" if result == ACTED else result), "step": step, "result": result,
                  "detail": detail, "wait": wait}]
 
+    def defer(self, until: float) -> None:
+        """Another domain's step disturbed this domain's device: a failure until ``until`` is
+        expected (the device is coming back), so no step of this ladder before then."""
+        self.deferred_until = max(self.deferred_until, until)
+        if self.status != "ok":
+            self.act_after = max(self.act_after, until)
+
     def due_in(self, now: float) -> float:
         """Seconds until the ladder wants a check, if sooner than the interval (else inf).
 
@@ -96,7 +104,7 @@ class Ladder:
         self.status = "failing"
         self.failure_since = now
         self.next_step = 0
-        self.act_after = now + self.config.grace
+        self.act_after = max(now + self.config.grace, self.deferred_until)
         self.rate_limited = False
         self.counters["failures"] += 1
         self.last_failure = {"since": now, "reasons": health.failures, "ended": None, "outcome": None}

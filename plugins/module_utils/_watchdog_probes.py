@@ -13,7 +13,7 @@ import collections
 import os
 
 from . import _ustreamer
-from ._errors import Busy, InvalidArgument, NotFound, OnekvmError
+from ._errors import Busy, InvalidArgument, NotFound, OnekvmError, PermissionDenied
 from ._watchdog_config import Config
 
 
@@ -80,15 +80,21 @@ def probe_ustreamer(config: Config, get_state=_ustreamer.get_state) -> tuple:
     return _ustreamer.source_health(result, settings["min_fps"])
 
 
-def probe_hid(config: Config, port_users=None, get_info=None) -> tuple:
-    """The CH9329 answers GET_INFO, asked only while no other process has the port open."""
+def probe_hid(config: Config, port_users=None, get_info=None, ask_kvmd=None) -> tuple:
+    """The CH9329 answers: asked directly while nobody holds the port, else kvmd is asked.
+
+    kvmd polls the chip every 0.1 s through the port it holds; a second reader would take
+    its replies (or kvmd ours), so then kvmd's own GET /hid ``online`` is the evidence.
+    """
     if port_users is None:
         from ._serialport import port_users
     device = config.hid["device"]
     holders = port_users(device)
     if holders:
-        # kvmd polls the chip every 0.1 s and would take our reply (or we its): stay away
-        return None, "HID not probed: %s holds %s" % (", ".join(h["comm"] for h in holders), device)
+        if not config.hid["kvmd_credentials"]:
+            return None, ("HID not probed: %s holds %s (give the watchdog kvmd credentials to ask kvmd)"
+                          % (", ".join(h["comm"] for h in holders), device))
+        return (ask_kvmd or probe_kvmd_hid)(config)
     get_info = get_info or _ch9329_get_info
     try:
         info = get_info(device, config.hid["timeout"])
@@ -99,6 +105,32 @@ def probe_hid(config: Config, port_users=None, get_info=None) -> tuple:
     except OnekvmError as exc:
         return False, "CH9329 on %s does not answer: %s" % (device, exc.msg)
     return True, "CH9329 on %s answers (%s)" % (device, _short(info))
+
+
+def probe_kvmd_hid(config: Config) -> tuple:
+    """kvmd's HID state (GET /hid over its unix socket): ``online`` true or false."""
+    from . import _kvmd_api
+    socket_path = config.hid["kvmd_socket"]
+    try:
+        state = _kvmd_api.hid_state(socket_path, _kvmd_api.read_credentials(config.hid["kvmd_credentials"]),
+                                    config.hid["timeout"] + 1.0)
+    except (NotFound, PermissionDenied, InvalidArgument) as exc:  # kvmd stopped or credentials wrong: no evidence
+        return None, "HID not probed: %s" % exc.msg
+    except OnekvmError as exc:
+        return False, "kvmd's HID state unavailable: %s" % exc.msg
+    if state["online"]:
+        return True, "kvmd reports the CH9329 online"
+    return False, "kvmd reports the CH9329 offline (GET /api/hid online=false)"
+
+
+def domain_probes(config: Config) -> dict:
+    """The probes the config enables, by failure domain: ``{"capture": {...}, "hid": {...}}``."""
+    probes = default_probes(config)
+    found = collections.OrderedDict()
+    for domain in config.domains:
+        names = ("hid",) if domain == "hid" else ("dongle", "video_node", "ustreamer")
+        found[domain] = collections.OrderedDict((n, probes[n]) for n in names if n in probes)
+    return found
 
 
 def default_probes(config: Config) -> dict:

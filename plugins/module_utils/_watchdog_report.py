@@ -38,42 +38,61 @@ def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
 
 
 def render_metrics(state: dict, config: Config) -> str:
-    """node_exporter textfile format (one HELP/TYPE per metric family)."""
-    counters = state["counters"]
+    """node_exporter textfile format (one HELP/TYPE per metric family), labelled by domain.
+
+    A state without ``domains`` (one domain, as the ladder tests build it) counts as capture's.
+    """
+    domains = state.get("domains") or {"capture": state}
     lines = []
 
-    def family(name, kind, text, samples):
+    def family(name, kind, text, sample):
         lines.append("# HELP onekvm_watchdog_%s %s" % (name, text))
         lines.append("# TYPE onekvm_watchdog_%s %s" % (name, kind))
-        for labels, value in samples:
-            label_text = ",".join('%s="%s"' % kv for kv in labels)
-            lines.append("onekvm_watchdog_%s%s %s" % (name, "{%s}" % label_text if label_text else "", _num(value)))
+        for domain, snapshot in domains.items():
+            for labels, value in sample(snapshot):
+                label_text = ",".join('%s="%s"' % kv for kv in (("domain", domain),) + tuple(labels))
+                lines.append("onekvm_watchdog_%s{%s} %s" % (name, label_text, _num(value)))
 
-    family("up", "gauge", "1 while the capture is healthy or idle, 0 while a failure lasts",
-           [((), 1 if state["status"] == "ok" else 0)])
-    family("status", "gauge", "the watchdog's current status (1 for the active one)",
-           [((("status", s),), 1 if state["status"] == s else 0) for s in STATUSES])
-    family("needs_human", "gauge", "1 when every step of the ladder failed to heal the capture",
-           [((), 1 if state["status"] == "needs_human" else 0)])
-    family("checks_total", "counter", "health checks run", [((), counters["checks"])])
-    family("failures_total", "counter", "failure episodes detected", [((), counters["failures"])])
-    family("recoveries_total", "counter", "failure episodes healed by an action", [((), counters["recoveries"])])
+    def counter(key):
+        return lambda d: [((), d["counters"][key])]
+
+    family("up", "gauge", "1 while the domain is healthy or idle, 0 while a failure lasts",
+           lambda d: [((), 1 if d["status"] == "ok" else 0)])
+    family("status", "gauge", "the domain's current status (1 for the active one)",
+           lambda d: [((("status", s),), 1 if d["status"] == s else 0) for s in STATUSES])
+    family("needs_human", "gauge", "1 when every step of the domain's ladder failed to heal it",
+           lambda d: [((), 1 if d["status"] == "needs_human" else 0)])
+    family("checks_total", "counter", "health checks run", counter("checks"))
+    family("failures_total", "counter", "failure episodes detected", counter("failures"))
+    family("recoveries_total", "counter", "failure episodes healed by an action", counter("recoveries"))
     family("rate_limited_total", "counter", "times the hourly action budget stopped the ladder",
-           [((), counters["rate_limited"])])
-    steps = list(dict.fromkeys(list(config.ladder) + sorted(counters["actions"])))
+           counter("rate_limited"))
+
+    def steps(d):
+        ladder = (config.domains.get(_name_of(domains, d)) or config).ladder
+        return list(dict.fromkeys(list(ladder) + sorted(d["counters"]["actions"])))
+
     family("resets_total", "counter", "ladder steps that ran successfully, by method",
-           [((("method", s),), counters["actions"].get(s, {}).get(ACTED, 0)) for s in steps])
+           lambda d: [((("method", s),), d["counters"]["actions"].get(s, {}).get(ACTED, 0)) for s in steps(d)])
     family("actions_total", "counter", "ladder steps attempted, by step and result",
-           [((("step", s), ("result", r)), counters["actions"].get(s, {}).get(r, 0))
-            for s in steps for r in (ACTED, FAILED, SKIPPED)])
-    if counters["last_recovery_seconds"] is not None:
-        family("last_recovery_seconds", "gauge", "time from failure detection to recovery, last episode",
-               [((), counters["last_recovery_seconds"])])
-    family("last_check_timestamp_seconds", "gauge",
-           "when the check these figures come from ran (unix time; rewritten on change, else every minute)",
-           [((), state["checked_at"])])
-    family("check_duration_seconds", "gauge", "how long the last check took", [((), state["check_duration"])])
+           lambda d: [((("step", s), ("result", r)), d["counters"]["actions"].get(s, {}).get(r, 0))
+                      for s in steps(d) for r in (ACTED, FAILED, SKIPPED)])
+    family("last_recovery_seconds", "gauge", "time from failure detection to recovery, last episode",
+           lambda d: [((), d["counters"]["last_recovery_seconds"])] if d["counters"]["last_recovery_seconds"]
+           is not None else [])
+    for name, text, value in (
+            ("last_check_timestamp_seconds",
+             "when the check these figures come from ran (unix time; rewritten on change, else every minute)",
+             state["checked_at"]),
+            ("check_duration_seconds", "how long the last check took", state["check_duration"])):
+        lines.append("# HELP onekvm_watchdog_%s %s" % (name, text))
+        lines.append("# TYPE onekvm_watchdog_%s gauge" % name)
+        lines.append("onekvm_watchdog_%s %s" % (name, _num(value)))
     return "\n".join(lines) + "\n"
+
+
+def _name_of(domains: dict, snapshot: dict) -> str:
+    return next(name for name, d in domains.items() if d is snapshot)
 
 
 def _num(value) -> str:

@@ -136,7 +136,7 @@ def test_service_is_hardened_and_reports(watchdog):
     assert status["status"] == "ok" and status["probes"]["ustreamer"]["ok"] is True
     assert status["probes"]["dongle"]["ok"] is True and status["pid"] == main_pid(box)
     values = metrics(box)
-    assert values["onekvm_watchdog_up"] == 1 and values["onekvm_watchdog_checks_total"] >= 1
+    assert values['onekvm_watchdog_up{domain="capture"}'] == 1 and values['onekvm_watchdog_checks_total{domain="capture"}'] >= 1
     # a second run of the role changes nothing
     assert '"changed": true' not in apply_role(box).stdout
 
@@ -150,7 +150,7 @@ def test_usb_reset_heals_a_dead_capture(clean):
     failing = wait_for("the failure to be seen", state_where(box, lambda s: s["status"] != "ok"), timeout=60)
     assert any("ustreamer" in r or "video" in r for r in failing["last_failure"]["reasons"])
     state = wait_for("recovery", state_where(box, lambda s: s["status"] == "ok" and s["counters"]["recoveries"]
-                                             > before["onekvm_watchdog_recoveries_total"]))
+                                             > before['onekvm_watchdog_recoveries_total{domain="capture"}']))
     took = time.monotonic() - started
     kernel = box.kernel_log_since(mark)
     assert re.search(r"usb 1-1\.2: reset \S+ USB device number", kernel), kernel
@@ -158,10 +158,10 @@ def test_usb_reset_heals_a_dead_capture(clean):
     assert not re.search(r"usb 1-1\.3: reset", kernel)  # the identical twin is left alone
     assert state["last_action"]["step"] == "ioctl" and state["verdict"] == "ok"
     after = metrics(box)
-    assert after['onekvm_watchdog_resets_total{method="ioctl"}'] == before['onekvm_watchdog_resets_total{method="ioctl"}'] + 1
-    assert after['onekvm_watchdog_resets_total{method="restart_streamer"}'] > before[
-        'onekvm_watchdog_resets_total{method="restart_streamer"}']
-    assert after["onekvm_watchdog_up"] == 1 and 0 < after["onekvm_watchdog_last_recovery_seconds"] < took
+    assert after['onekvm_watchdog_resets_total{domain="capture",method="ioctl"}'] == before['onekvm_watchdog_resets_total{domain="capture",method="ioctl"}'] + 1
+    assert after['onekvm_watchdog_resets_total{domain="capture",method="restart_streamer"}'] > before[
+        'onekvm_watchdog_resets_total{domain="capture",method="restart_streamer"}']
+    assert after['onekvm_watchdog_up{domain="capture"}'] == 1 and 0 < after['onekvm_watchdog_last_recovery_seconds{domain="capture"}'] < took
     assert "streamer exited" in box.run("journalctl -u kvmd --since '-%ds' --no-pager" % int(took + 5)).stdout
 
 
@@ -172,12 +172,12 @@ def test_dongle_unplugged_then_back(clean):
     state = wait_for("the missing dongle to be seen", state_where(
         box, lambda s: s["probes"].get("dongle", {}).get("ok") is False and s["status"] != "ok"), timeout=60)
     assert "not on the USB bus" in state["probes"]["dongle"]["detail"]
-    assert metrics(box)["onekvm_watchdog_up"] == 0
+    assert metrics(box)['onekvm_watchdog_up{domain="capture"}'] == 0
     assert "usb 1-1.2: USB disconnect" in box.kernel_log_since(mark)
     box.monitor("device_add " + DONGLE)
     wait_for("the dongle to count as back", state_where(box, lambda s: s["status"] == "ok" and s["verdict"] == "ok"))
     assert re.search(r"usb 1-1\.2: new \S+ USB device number", box.kernel_log_since(mark))
-    assert metrics(box)["onekvm_watchdog_up"] == 1
+    assert metrics(box)['onekvm_watchdog_up{domain="capture"}'] == 1
 
 
 def test_nothing_heals_needs_human_and_the_rate_limit_holds(clean):
@@ -200,7 +200,7 @@ def test_nothing_heals_needs_human_and_the_rate_limit_holds(clean):
     state = wait_for("needs a human", state_where(box, lambda s: s["status"] == "needs_human"), timeout=120)
     assert state["last_action"]["step"] == "authorize"
     values = metrics(box)
-    assert values["onekvm_watchdog_needs_human"] == 1 and values["onekvm_watchdog_up"] == 0
+    assert values['onekvm_watchdog_needs_human{domain="capture"}'] == 1 and values['onekvm_watchdog_up{domain="capture"}'] == 0
     mark = box.log_mark()
     time.sleep(15)
     assert not re.search(r"usb 1-1\.2: reset", box.kernel_log_since(mark))

@@ -18,7 +18,7 @@ IDLE = Health(UNKNOWN, [], {})
 
 
 def make(**overrides):
-    waits = {"restart_streamer": 5, "ioctl": 5, "authorize": 5, "power_cycle": 5, "ch9329": 5}
+    waits = {"restart_streamer": 5, "ioctl": 5, "authorize": 5, "power_cycle": 5}
     raw = {"dongle": {"id": "534d:2109"}, "grace": 10, "waits": waits,
            "ladder": ["restart_streamer", "ioctl", "authorize"], "max_actions_per_hour": 100, "backoff": 0}
     raw.update(overrides)

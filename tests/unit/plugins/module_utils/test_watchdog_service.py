@@ -99,10 +99,10 @@ def test_loop_heals_with_the_second_step_and_reports_it(tmp_path):
     assert state["last_action"]["step"] == "ioctl" and state["last_failure"]["outcome"] == "recovered"
     assert state["counters"]["recoveries"] == 1
     metrics = open(service.config.metrics_file).read()
-    assert 'onekvm_watchdog_resets_total{method="ioctl"} 1\n' in metrics
-    assert 'onekvm_watchdog_resets_total{method="authorize"} 0\n' in metrics
-    assert "onekvm_watchdog_up 1\n" in metrics
-    assert "onekvm_watchdog_last_recovery_seconds 6.0\n" in metrics  # grace 2 + restart wait 3 + next check 1
+    assert 'onekvm_watchdog_resets_total{domain="capture",method="ioctl"} 1\n' in metrics
+    assert 'onekvm_watchdog_resets_total{domain="capture",method="authorize"} 0\n' in metrics
+    assert 'onekvm_watchdog_up{domain="capture"} 1\n' in metrics
+    assert 'onekvm_watchdog_last_recovery_seconds{domain="capture"} 6.0\n' in metrics  # grace 2 + restart wait 3 + next check 1
 
 
 def test_nothing_heals_needs_human_and_metrics_say_down(tmp_path):
@@ -117,8 +117,8 @@ def test_nothing_heals_needs_human_and_metrics_say_down(tmp_path):
     assert len(human) == 1 and human[0]["level"] == "warning"
     assert [e["result"] for e in lines if e["event"].startswith("action_") and "result" in e] == ["ok", "ok", "failed"]
     metrics = open(service.config.metrics_file).read()
-    assert "onekvm_watchdog_up 0\n" in metrics and "onekvm_watchdog_needs_human 1\n" in metrics
-    assert 'onekvm_watchdog_actions_total{step="authorize",result="failed"} 1\n' in metrics
+    assert 'onekvm_watchdog_up{domain="capture"} 0\n' in metrics and 'onekvm_watchdog_needs_human{domain="capture"} 1\n' in metrics
+    assert 'onekvm_watchdog_actions_total{domain="capture",step="authorize",result="failed"} 1\n' in metrics
     assert notes[-1].startswith("WATCHDOG=1\nSTATUS=needs human: capture: offline")
 
 
@@ -427,7 +427,7 @@ def test_files_are_rewritten_on_change_and_once_a_minute_when_idle(tmp_path):
     service.check_once()  # failure_detected: written at once
     state = json.loads(open(state_file).read())
     assert written_at() == clock.now and state["verdict"] == "failing" and state["status"] == "failing"
-    assert "onekvm_watchdog_up 0\n" in open(service.config.metrics_file).read()
+    assert 'onekvm_watchdog_up{domain="capture"} 0\n' in open(service.config.metrics_file).read()
 
 
 def test_run_acts_when_the_grace_period_ends_and_sees_the_healing_within_a_second(tmp_path):
