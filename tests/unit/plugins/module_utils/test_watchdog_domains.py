@@ -12,13 +12,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
-import threading
 
 import pytest
 
 from ansible_collections.onekvm.fleet.plugins.module_utils import _watchdog
 from ansible_collections.onekvm.fleet.plugins.module_utils._errors import InvalidArgument
+from ansible_collections.onekvm.fleet.tests.support.unixhttp import UnixHttpServer
 
 
 class Clock:
@@ -207,41 +206,29 @@ def test_hid_ladder_steps_are_checked():
 
 # ---- kvmd's view of the HID ----------------------------------------------------------------
 
-class Kvmd:
+class Kvmd(UnixHttpServer):
     """kvmd's unix socket as far as GET /hid goes: api/hid.py returns get_state() wrapped by
     make_json_response ({"ok": true, "result": {...}}); api/auth.py's _check_xhdr checks the
     X-KVMD-User/X-KVMD-Passwd headers and answers 403 on a wrong password, 401 without."""
 
     def __init__(self, path, online=True, user="watchdog", passwd="s3cret"):
         self.online, self.user, self.passwd = online, user, passwd
-        self.requests = []
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(4)
-        threading.Thread(target=self.serve, daemon=True).start()
+        super().__init__(path, self.respond)
 
-    def serve(self):
-        while True:
-            try:
-                conn, dummy = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                head = conn.recv(65536).decode()
-                self.requests.append(head)
-                headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
-                if "X-KVMD-User" not in headers:
-                    status, body = 401, {"ok": False, "result": {"error": "UnauthorizedError"}}
-                elif (headers["X-KVMD-User"], headers.get("X-KVMD-Passwd")) != (self.user, self.passwd):
-                    status, body = 403, {"ok": False, "result": {"error": "ForbiddenError"}}
-                elif head.startswith("GET /hid "):
-                    status, body = 200, {"ok": True, "result": {"enabled": True, "online": self.online, "busy": False,
-                                                                "connected": None, "keyboard": {}, "mouse": {}}}
-                else:
-                    status, body = 404, {"ok": False}
-                data = json.dumps(body).encode()
-                conn.sendall(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-                             % (status, len(data)) + data)
+    def respond(self, head):
+        headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
+        if "X-KVMD-User" not in headers:
+            status, body = 401, {"ok": False, "result": {"error": "UnauthorizedError"}}
+        elif (headers["X-KVMD-User"], headers.get("X-KVMD-Passwd")) != (self.user, self.passwd):
+            status, body = 403, {"ok": False, "result": {"error": "ForbiddenError"}}
+        elif head.startswith("GET /hid "):
+            status, body = 200, {"ok": True, "result": {"enabled": True, "online": self.online, "busy": False,
+                                                        "connected": None, "keyboard": {}, "mouse": {}}}
+        else:
+            status, body = 404, {"ok": False}
+        data = json.dumps(body).encode()
+        return b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (
+            status, len(data)) + data
 
 
 def hid_config(tmp_path, credentials, name="kvmd-credentials.json"):
@@ -270,7 +257,7 @@ def test_while_kvmd_holds_the_port_its_hid_state_is_the_evidence(tmp_path):
         ok, detail = probe(wrong)
         assert ok is None and "refused the watchdog's credentials (HTTP 403)" in detail
     finally:
-        kvmd.sock.close()
+        kvmd.close()
     os.unlink(str(tmp_path / "kvmd.sock"))  # kvmd stopped (its unix_rm removes the socket): no evidence either way
     ok, detail = probe(config)
     assert ok is None and "kvmd is not running" in detail
@@ -288,7 +275,7 @@ def test_credentials_are_checked_before_use(tmp_path, credentials, mode, says):
         os.chmod(config.hid["kvmd_credentials"], mode)
         ok, detail = probe(config)
     finally:
-        kvmd.sock.close()
+        kvmd.close()
     assert ok is None and says in detail and not kvmd.requests
 
 

@@ -13,15 +13,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
-import threading
 import time
 
 import pytest
 
 from ansible_collections.onekvm.fleet.plugins.module_utils import _watchdog
 from ansible_collections.onekvm.fleet.tests.support.boxpkg import cli_argv, package_root, run_cli
+from ansible_collections.onekvm.fleet.tests.support.unixhttp import UnixHttpServer
 
 HOSTILE_STATES = {
     "array": "[]",
@@ -87,30 +86,15 @@ def test_service_starts_when_the_state_file_is_dev_zero(tmp_path):
     assert "not a regular file" in journal(out)[0]["error"]
 
 
-class DeepUstreamer:
+def deep_ustreamer(path, depth=200000):
     """A unix socket that answers GET /state with JSON nested ``depth`` levels deep."""
-
-    def __init__(self, path, depth=200000):
-        body = ('{"ok": true, "result": ' + "[" * depth + "]" * depth + "}").encode()
-        self.answer = b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(4)
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                conn, dummy = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(4096)
-                conn.sendall(self.answer)
+    body = ('{"ok": true, "result": ' + "[" * depth + "]" * depth + "}").encode()
+    answer = b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    return UnixHttpServer(path, lambda head: answer)
 
 
 def test_ustreamer_state_nested_200000_deep_is_a_clear_failure(tmp_path):
-    server = DeepUstreamer(tmp_path / "ustreamer.sock")
+    server = deep_ustreamer(tmp_path / "ustreamer.sock")
     try:
         service, out = service_for(tmp_path, tmp_path / "run" / "wd.json")
         assert list(service.probes) == ["ustreamer"]
@@ -118,7 +102,7 @@ def test_ustreamer_state_nested_200000_deep_is_a_clear_failure(tmp_path):
         events = service.check_once()
         service.check_once()  # still running
     finally:
-        server.sock.close()
+        server.close()
     assert events[0]["event"] == "failure_detected"
     assert events[0]["reasons"] == ["ustreamer: ustreamer on %s sent /state nested too deeply to be ustreamer's answer"
                                     % (tmp_path / "ustreamer.sock")]
