@@ -1,23 +1,25 @@
 # Copyright (c) onekvm.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The capture watchdog: health probes, the escalation ladder, reports and the service loop.
+"""The watchdog service: two failure domains (capture, HID), each probed and healed alone.
 
 PRIVATE to the onekvm.fleet collection. Box-side core: standard library only (pyusb and
 pyserial are reached through ``_usb`` / ``_ch9329``, imported when first needed).
 
-Parts, each usable alone:
+Parts, each usable alone, one file each:
 
-- ``load_config`` / ``parse_config``: the JSON config the role renders, fully validated.
-- ``check_health``: runs the probes (dongle on USB, video node, ustreamer /state, optional
-  CH9329) and folds them into one verdict: ``ok``, ``failing`` or ``unknown`` (no evidence
-  either way, e.g. kvmd stopped ustreamer because nobody watches).
-- ``Ladder``: the pure state machine. Fed a verdict and a monotonic time it answers which
-  step to run, if any; told the step's result it schedules the next one. Grace period,
-  per-step waits, max actions per hour and backoff live here and nowhere else.
-- ``Actions``: the ladder's steps on real hardware (streamer restart, USB resets, CH9329).
-- ``Reporter``: journal lines (JSON on stdout), the state file and the Prometheus textfile.
-- ``Service``: the loop that ties them together and talks to systemd (notify + watchdog).
+- ``_watchdog_config``: the JSON config the role renders, fully validated; ``Config.domains``.
+- ``_watchdog_probes``: the probes (dongle on USB, video node, ustreamer /state; the CH9329
+  directly or through kvmd's GET /api/hid) and ``check_health``, which folds one domain's
+  into a verdict: ``ok``, ``failing`` or ``unknown`` (no evidence either way, e.g. kvmd
+  stopped ustreamer because nobody watches).
+- ``_watchdog_ladder``: the pure state machine, one per domain. Fed a verdict and a monotonic
+  time it answers which step to run, if any; told the step's result it schedules the next
+  one. Grace period, per-step waits, max actions per hour and backoff live here only.
+- ``_watchdog_actions``: the steps on real hardware (streamer restart, USB resets, CH9329).
+- ``_watchdog_report``: journal lines (JSON on stdout), the state file, the Prometheus textfile.
+- ``_watchdog_systemd``: sd_notify and the keepalive that feeds systemd's watchdog.
+- here, ``Service``: the loop that ties them together, domain by domain.
 """
 
 from __future__ import annotations
