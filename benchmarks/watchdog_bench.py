@@ -122,7 +122,8 @@ def main() -> int:
     try:
         box.install_cli()
         box.run("onekvm-testbed heal-capture")
-        settings = dict(hid_settings(box), onekvm_watchdog_hid_grace=GRACE, onekvm_watchdog_hid_waits={"ch9329": 15})
+        settings = hid_settings(box)
+        settings.update(onekvm_watchdog_hid_grace=GRACE, onekvm_watchdog_hid_waits={"ch9329": 15})
         apply_role(box, onekvm_watchdog_interval=INTERVAL, onekvm_watchdog_grace=GRACE,
                    onekvm_watchdog_ladder=["ioctl", "authorize"], onekvm_watchdog_waits={"ioctl": 15, "authorize": 15},
                    onekvm_watchdog_max_actions_per_hour=60, onekvm_watchdog_hid_max_actions_per_hour=60, **settings)
