@@ -291,4 +291,3 @@ def heal_on_reset(chip):
 
     threading.Thread(target=watch, daemon=True).start()
     return stop
-
