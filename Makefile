@@ -2,8 +2,10 @@
 # both install what they need (Debian packages, Python venv, VM image) on first use.
 SHELL := /bin/bash
 ENV = source "$$(scripts/setup.sh)"
+# the nox sessions (lint, sanity, units, docs ...) need only a Python >= 3.12: no root, no apt
+NOX_ENV = source "$$(scripts/setup.sh nox)"
 
-.PHONY: setup demo test unit sanity lint fleet vm-test molecule image vm-start vm-stop bench
+.PHONY: setup demo test unit sanity lint docs changelog fleet vm-test molecule image vm-start vm-stop bench
 
 setup:            ## install Debian packages + venv + collection path (idempotent)
 	@scripts/setup.sh >/dev/null
@@ -14,14 +16,20 @@ demo:             ## boot the simulated OneKVM box and run the collection agains
 test:             ## everything: lint, sanity, units, simulator tests, VM suite, molecule
 	@$(ENV) && scripts/test-all.sh
 
-unit:             ## fast inner loop: ansible-test units + simulator self-tests (no VM)
-	@$(ENV) && scripts/test-all.sh units testbed
+unit:             ## fast inner loop: ansible-test units + simulator and script self-tests (no VM)
+	@$(NOX_ENV) && scripts/test-all.sh units tooling testbed
 
-sanity:
-	@$(ENV) && scripts/test-all.sh sanity
+sanity:           ## ansible-test sanity (--venv)
+	@$(NOX_ENV) && scripts/test-all.sh sanity
 
-lint:
-	@$(ENV) && scripts/test-all.sh lint
+lint:             ## ansible-lint, production profile, offline
+	@$(NOX_ENV) && scripts/test-all.sh lint
+
+docs:             ## antsibull-docs lint-collection-docs
+	@$(NOX_ENV) && scripts/test-all.sh docs
+
+changelog:        ## antsibull-changelog lint
+	@$(NOX_ENV) && scripts/test-all.sh changelog
 
 vm-test:          ## the tests that need the simulated box (boots it once)
 	@$(ENV) && scripts/test-all.sh vm

@@ -16,10 +16,29 @@ if ! ansible-galaxy collection list onekvm.fleet >/dev/null 2>&1; then
 fi
 SCENARIOS=("$@")
 ((${#SCENARIOS[@]})) || SCENARIOS=(default failures)
+JUNIT=$ROOT/tests/output/junit/molecule
+mkdir -p "$JUNIT"
 cd "$ROOT"
 rc=0
 for scenario in "${SCENARIOS[@]}"; do
   echo "=== molecule test -s $scenario ($ONEKVM_MOLECULE_IMAGE)"
-  molecule test -s "$scenario" || rc=1
+  if [[ $scenario == failures ]]; then
+    echo "NOTE: the 'failures' scenario makes the role fail on purpose: each 'fatal:' block below is"
+    echo "      expected, and the rescue task right after it checks the message and the box."
+  fi
+  start=$SECONDS
+  if molecule test -s "$scenario"; then result=; else result="molecule test -s $scenario failed"; rc=1; fi
+  # one JUnit test case per scenario (the scenario name travels as an argument, not as code)
+  python3 - "$JUNIT/$scenario.xml" "$scenario" "$((SECONDS - start))" "$result" <<'PYEOF'
+import sys
+from xml.etree import ElementTree as ET
+path, scenario, seconds, failure = sys.argv[1:]
+suites = ET.Element("testsuites")
+suite = ET.SubElement(suites, "testsuite", name="molecule", tests="1", failures=str(int(bool(failure))))
+case = ET.SubElement(suite, "testcase", classname="molecule", name=scenario, time=seconds)
+if failure:
+    ET.SubElement(case, "failure", message=failure)
+ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+PYEOF
 done
 exit $rc

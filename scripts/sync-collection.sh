@@ -10,5 +10,11 @@ cd "$ROOT"
 # keep ansible-test's output and venv caches between runs, refresh everything else
 find "$DEST" -mindepth 1 -maxdepth 1 ! -name tests -exec rm -rf {} +
 find "$DEST/tests" -mindepth 1 -maxdepth 1 ! -name output -exec rm -rf {} + 2>/dev/null || true
-git ls-files -co --exclude-standard -z | xargs -0 -I{} sh -c 'test -e "{}" && printf "%s\0" "{}"' | tar --null -T - -cf - | tar -xf - -C "$DEST"
+# File names travel NUL-separated as data: never through a shell, never read as tar options.
+# (A tracked file deleted in the work tree is left out.)
+git ls-files -co --exclude-standard -z |
+  while IFS= read -r -d '' f; do
+    if [[ -e $f || -L $f ]]; then printf '%s\0' "$f"; fi
+  done |
+  tar --null --verbatim-files-from -T - -cf - | tar -xf - -C "$DEST"
 echo "$DEST"

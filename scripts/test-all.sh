@@ -1,56 +1,69 @@
 #!/usr/bin/env bash
 # Run the collection's test stages and print one closing line `total: N passed, N failed`.
-#   scripts/test-all.sh [lint] [sanity] [units] [testbed] [fleet] [vm] [molecule]   (default: all)
-# Expects the environment from `source "$(scripts/setup.sh)"` (the Makefile does that).
+#   scripts/test-all.sh [STAGE ...]      (default: all, in the order below)
+# Stages run as nox sessions (noxfile.py; no root, no box): lint changelog docs sanity units
+# tooling testbed. Stages that need the box, containers or a browser: fleet vm molecule
+# (they need the full environment of `source "$(scripts/setup.sh)"`).
+# Counts come from each stage's JUnit XML (tests/output/junit/<stage>/), never from its log.
 # PYTEST_ARGS narrows the vm stage (e.g. PYTEST_ARGS=tests/vm/test_usb_reset.py).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STAGES=("$@")
-((${#STAGES[@]})) || STAGES=(lint sanity units testbed fleet vm molecule)
+((${#STAGES[@]})) || STAGES=(lint changelog docs sanity units tooling testbed fleet vm molecule)
 LOGDIR=${ONEKVM_TEST_LOGS:-$ROOT/tests/output/logs/$(date +%Y%m%d-%H%M%S)-$$}
+JUNIT=$ROOT/tests/output/junit
 mkdir -p "$LOGDIR"
-# a private copy per run: ansible-test needs .../ansible_collections/onekvm/fleet, and runs
-# started side by side must not resync each other's tree
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/onekvm-fleet-test.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-COPY=$("$ROOT/scripts/sync-collection.sh" "$WORK/ansible_collections/onekvm/fleet")
-export ANSIBLE_COLLECTIONS_PATH="$WORK"
-export PYTHONPATH="${COPY%/ansible_collections/onekvm/fleet}${PYTHONPATH:+:$PYTHONPATH}"
-passed=0; failed=0; report=()
+passed=0; failed=0; skipped=0; report=()
 
-# Add a stage's counts: the sum of pytest's summary lines (ansible-test units prints one per
-# group) if it printed any, else the stage counts as 1 check.
-count() {
-  local stage=$1 rc=$2 log=$3 lines p f
-  lines=$(grep -E '^(=+ )?([0-9]+ (passed|failed|errors?|skipped|deselected|xfailed|xpassed|warnings?)(, )?)+ in [0-9.]+s' "$log")
-  if [[ -n $lines ]]; then
-    p=$(grep -oE '[0-9]+ passed' <<<"$lines" | awk '{s += $1} END {print s + 0}')
-    f=$(grep -oE '[0-9]+ (failed|errors?)' <<<"$lines" | awk '{s += $1} END {print s + 0}')
-    ((rc != 0 && f == 0)) && f=1
-  elif ((rc == 0)); then p=1; f=0; else p=0; f=1; fi
-  passed=$((passed + p)); failed=$((failed + f))
-  report+=("$(printf '%-9s %s  (%d passed, %d failed, %ss)  log: %s' "$stage" "$([[ $rc == 0 ]] && echo ok || echo FAILED)" "$p" "$f" "$SECONDS_STAGE" "$log")")
+nox_session() {   # nox_session SESSION...: run sessions of noxfile.py in their cached venvs
+  local envdir=${ONEKVM_NOX_ENVDIR:-$ROOT/.nox}
+  nox -f "$ROOT/noxfile.py" --envdir "$envdir" --reuse-existing-virtualenvs --no-color -s "$@"
 }
 
-run_stage() {
+# The stages that need a box, containers or a browser work on a private copy of the checkout
+# (ansible-test and playbooks need .../ansible_collections/onekvm/fleet; runs started side by
+# side must not resync each other's tree).
+COPY=
+prepare_copy() {
+  [[ -n $COPY ]] && return
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/onekvm-fleet-test.XXXXXX")
+  trap 'rm -rf "$WORK"' EXIT
+  COPY=$("$ROOT/scripts/sync-collection.sh" "$WORK/ansible_collections/onekvm/fleet")
+  export ANSIBLE_COLLECTIONS_PATH="$WORK"
+  export PYTHONPATH="$WORK${PYTHONPATH:+:$PYTHONPATH}"
+}
+
+pytest_in_copy() {   # pytest_in_copy STAGE ARGS...: pytest in the copy, JUnit to the stage's dir
   local stage=$1; shift
-  local log="$LOGDIR/$stage.log" start=$SECONDS rc
+  cd "$COPY" && python -m pytest -p no:cacheprovider "--junitxml=$JUNIT/$stage/pytest.xml" "$@"
+}
+
+run_stage() {   # run_stage STAGE COMMAND...
+  local stage=$1; shift
+  local log="$LOGDIR/$stage.log" start=$SECONDS rc p f s counts
   echo "=== $stage: $*"
+  rm -rf "${JUNIT:?}/$stage"; mkdir -p "$JUNIT/$stage"
   ( "$@" ) 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
-  SECONDS_STAGE=$((SECONDS - start))
-  count "$stage" "$rc" "$log"
+  counts=$(python3 "$ROOT/scripts/junit_count.py" "$JUNIT/$stage") || counts="0 1 0"
+  read -r p f s <<<"$counts"
+  # a stage that failed without a failed test case (it could not start, or crashed) is a failure
+  ((rc != 0 && f == 0)) && f=1
+  # a stage that passed but reported no test case ran nothing: that is a failure too
+  ((rc == 0 && p + f == 0)) && f=1
+  passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+  report+=("$(printf '%-9s %-6s (%d passed, %d failed, %d skipped, %ss)  log: %s' "$stage" \
+    "$([[ $rc == 0 ]] && echo ok || echo FAILED)" "$p" "$f" "$s" "$((SECONDS - start))" "$log")")
 }
 
 for stage in "${STAGES[@]}"; do
   case $stage in
-    lint)     run_stage lint bash -c "cd '$ROOT' && ansible-lint --offline --profile production" ;;
-    sanity)   run_stage sanity bash -c "cd '$COPY' && ansible-test sanity --requirements --python 3.13 --color no" ;;
-    units)    run_stage units bash -c "cd '$COPY' && ansible-test units --local --python 3.13 --color no" ;;
-    testbed)  run_stage testbed bash -c "cd '$COPY' && python -m pytest -q -p no:cacheprovider tests/testbed" ;;
-    fleet)    run_stage fleet bash -c "cd '$COPY' && python -m pytest -v -p no:cacheprovider tests/fleet" ;;
-    vm)       run_stage vm bash -c "cd '$COPY' && python -m pytest -v -p no:cacheprovider ${PYTEST_ARGS:-tests/vm}" ;;
-    molecule) run_stage molecule bash -c "'$ROOT/scripts/molecule.sh'" ;;
+    lint|changelog|sanity|units|tooling|testbed) run_stage "$stage" nox_session "$stage" ;;
+    docs)     ANTSIBULL_NOX_OUTPUT_JUNIT_XML_PATH=$JUNIT/docs/docs-check.xml run_stage docs nox_session docs-check docs ;;
+    fleet)    prepare_copy; run_stage fleet pytest_in_copy fleet -v tests/fleet ;;
+    vm)       prepare_copy; read -ra vm_args <<<"${PYTEST_ARGS:-tests/vm}"
+              run_stage vm pytest_in_copy vm -v "${vm_args[@]}" ;;
+    molecule) run_stage molecule "$ROOT/scripts/molecule.sh" ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done
@@ -58,5 +71,5 @@ done
 echo
 echo "=== summary"
 printf '%s\n' "${report[@]}"
-echo "total: $passed passed, $failed failed"
+echo "total: $passed passed, $failed failed, $skipped skipped"
 ((failed == 0))
