@@ -84,7 +84,9 @@ def _junit_dir(session: nox.Session) -> Path:
 
 def _symlinked_collection_root(session: nox.Session) -> Path:
     """A directory whose ansible_collections/onekvm/fleet is this checkout (imports, lint)."""
-    root = Path(session.create_tmp()) / "collection-root"
+    # (in the venv, not session.create_tmp(): that would point TMPDIR at a path too long
+    # for the AF_UNIX sockets the simulator tests make)
+    root = Path(session.virtualenv.location) / "collection-root"
     (root / "ansible_collections" / "onekvm").mkdir(parents=True, exist_ok=True)
     link = root / "ansible_collections" / "onekvm" / "fleet"
     if link.is_symlink() or link.exists():
@@ -272,7 +274,7 @@ def docs(session: nox.Session) -> None:
     )
     out = OUTPUT / "junit" / "docs"  # shared with docs-check (antsibull-nox writes its file)
     out.mkdir(parents=True, exist_ok=True)
-    site = Path(session.create_tmp()) / "docsite"
+    site = Path(session.virtualenv.location) / "docsite"
     shutil.rmtree(site, ignore_errors=True)
     site.mkdir()
     env = {"ANSIBLE_COLLECTIONS_PATH": str(_symlinked_collection_root(session))}

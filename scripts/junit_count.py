@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Count test results from JUnit XML files (pytest, ansible-test, the nox sessions).
 
     scripts/junit_count.py DIR_OR_FILE...   ->   prints "PASSED FAILED SKIPPED"
