@@ -1,9 +1,10 @@
 # onekvm.fleet — entry points. `make demo` and `make test` are the two README commands;
 # both install what they need (Debian packages, Python venv, VM image) on first use.
 SHELL := /bin/bash
-ENV = source "$$(scripts/setup.sh)"
+# (a failed set-up stops here with its own one-line message)
+ENV = env_file=$$(scripts/setup.sh) && source "$$env_file"
 # the nox sessions (lint, sanity, units, docs ...) need only a Python >= 3.12: no root, no apt
-NOX_ENV = source "$$(scripts/setup.sh nox)"
+NOX_ENV = env_file=$$(scripts/setup.sh nox) && source "$$env_file"
 
 .PHONY: setup demo test unit sanity lint docs changelog fleet vm-test molecule image vm-start vm-stop bench
 

@@ -93,7 +93,7 @@ elif ! PY=$(find_python); then
   if [[ $(debian_version) == 13 ]]; then
     echo "setup: no Python >= 3.12 found; as root run: apt-get install python3 python3-venv" >&2
   else
-    echo "setup: no Python >= 3.12 found (ansible-core 2.21 needs one); run: pyenv install 3.13 && pyenv global 3.13   (or set ONEKVM_PYTHON=/path/to/python3.12+)" >&2
+    echo "setup: ansible-core 2.21 needs Python >= 3.12 and none was found (nor could uv download one): install one (uv python install 3.13, or pyenv install 3.13) or set ONEKVM_PYTHON=/path/to/python3.12+" >&2
   fi
   exit 1
 fi
