@@ -166,7 +166,8 @@ def test_status_survives_fields_of_the_wrong_type(tmp_path):
     assert res.returncode == 0 and "failing (1; {\"a\": 2}); last action null: []" in res.stdout, res.stderr
 
 
-@pytest.mark.parametrize("pid", [1, os.getpid()])
+# stable ids: under pytest-xdist every worker must collect the same test names
+@pytest.mark.parametrize("pid", [1, os.getpid()], ids=["init", "this-process"])
 def test_a_pid_that_is_not_the_watchdog_is_not_running(tmp_path, pid):
     """init (pid 1) and a process that is no watchdog are alive, but not our service."""
     write(tmp_path / "wd.json", json.dumps({"pid": pid, "status": "ok"}))
