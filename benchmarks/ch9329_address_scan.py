@@ -1,11 +1,11 @@
 # Copyright (c) onekvm.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""CH9329 address scan (``address: auto``): measured time per baud rate against its bound.
+"""CH9329 address scan (``address: auto``): measured time per baud rate against the plan.
 
 The simulated chip sits at address 254, the last one the scan asks, on a pseudo-terminal
 that paces replies at the wire time of the chip's baud rate (and its 3 ms packet
-interval). Printed per rate: the measured time to find it, the bound ``scan_seconds``
+interval). Printed per rate: the measured time to find it, the planned time ``scan_seconds``
 (255 x (20 bytes' wire time + SCAN_SLACK)), and the ratio; then the same for a factory chip
 at address 0 (found by the first question).
 
@@ -36,7 +36,7 @@ def scan_once(baud: int, address: int) -> tuple:
 
 
 def main() -> int:
-    print("%-8s %12s %10s %7s %14s" % ("baud", "at 254 (s)", "bound (s)", "ratio", "at 0 (ms)"))
+    print("%-8s %12s %10s %7s %14s" % ("baud", "at 254 (s)", "planned (s)", "ratio", "at 0 (ms)"))
     total = 0.0
     for baud in ch.BAUD_RATES:
         seconds, found = scan_once(baud, 0xFE)
@@ -46,7 +46,7 @@ def main() -> int:
         bound = ch.scan_seconds(baud)
         total += bound
         print("%-8d %12.2f %10.2f %7.2f %14.1f" % (baud, seconds, bound, seconds / bound, first * 1000))
-    print("bound with baudrate auto (all five rates): %.1f s" % total)
+    print("planned with baudrate auto (all five rates): %.1f s" % total)
     return 0
 
 

@@ -51,8 +51,8 @@ options:
     description:
       - Address of the chip (V(0) from the factory), V(0) to V(254).
       - V(auto) finds the chip by asking each address in turn with GET_INFO, address V(0) first (a chip at address
-        0 answers any address code); the scan is bounded, at most 255 x (20 bytes' wire time + 25 ms), about 11.7 s
-        at 9600 baud and 6.8 s at 115200 (with O(baudrate=auto) at each rate in turn, at most about 42 s).
+        0 answers any address code); the scan is bounded, 255 x (20 bytes' wire time + 25 ms), about 12 s at 9600
+        baud and 7.4 s at 115200 (with O(baudrate=auto) at each rate in turn, about 45 s).
       - V(255) is refused, being the broadcast address, which a chip acts on but never answers.
     type: raw
     default: 0

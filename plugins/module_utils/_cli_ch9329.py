@@ -18,7 +18,7 @@ def configure(command: str, parser) -> None:
     parser.add_argument("--baudrate", help="9600, 19200, 38400, 57600, 115200 or auto (default: kvmd's hid.speed "
                                            "for this port, else 9600)")
     parser.add_argument("--address", default="0",
-                        help="chip address 0-254 (default 0), or auto: ask each address in turn (at most %.1f s at 9600 "
+                        help="chip address 0-254 (default 0), or auto: ask each address in turn (planned %.1f s at 9600 "
                              "baud, %.1f s at 115200)" % (_ch9329.scan_seconds(9600), _ch9329.scan_seconds(115200)))
     parser.add_argument("--timeout", type=float, default=_ch9329.DEFAULT_TIMEOUT, help="seconds to wait for a reply")
     if command == "ch9329-reset":

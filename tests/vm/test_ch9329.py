@@ -32,11 +32,46 @@ def resets_seen(sim) -> int:
     return sum(1 for entry in sim.log if entry[1] == RESET_FRAME)
 
 
+def kvmd_run(box) -> str:
+    """kvmd.service's state and the id of its current run (a new one on every start)."""
+    return box.run("systemctl show --property=ActiveState --property=InvocationID kvmd.service").stdout.strip()
+
+
+def kvmd_holds(box, port: str) -> bool:
+    """Whether a process in kvmd.service's cgroup has ``port`` open (read with systemd and /proc)."""
+    out = box.run("cg=$(systemctl show --property=ControlGroup --value kvmd.service); dev=$(readlink -f %s); "
+                  "for p in $(cat /sys/fs/cgroup$cg/cgroup.procs 2>/dev/null); do ls -l /proc/$p/fd 2>/dev/null; done "
+                  "| grep -c -- \"-> $dev\\$\" || true" % port).stdout.strip()
+    return out not in ("", "0")
+
+
 def test_info_through_the_module(box, sim):
-    result = box.ansible("onekvm.fleet.ch9329_info", {"port": box.serial_by_path(CH9329_PORT_PATH)})
+    result = box.ansible("onekvm.fleet.ch9329_info", {"port": box.serial_by_path(CH9329_PORT_PATH), "pause_kvmd": True})
     assert not result.get("failed"), result
-    assert result["info"]["version"] == "V1.0" and result["config"]["vid"] == "1a86"
+    assert result["read"] and result["info"]["version"] == "V1.0" and result["config"]["vid"] == "1a86"
     assert result["config"]["baudrate"] == 9600 and "ansible_facts" not in result
+    assert result["kvmd_paused"] == result["kvmd_holding"]  # paused only if a kvmd process holds the port
+    assert "ActiveState=active" in kvmd_run(box)
+
+
+def test_reads_and_checks_never_stop_kvmd(box, sim):
+    """ch9329_info (default), check mode of ch9329_reset / ch9329_config, ch9329-reset --check
+    and a port that is no serial tty leave kvmd's run alone (real systemd on the box)."""
+    port = box.serial_by_path(CH9329_PORT_PATH)
+    before = kvmd_run(box)
+    assert "ActiveState=active" in before
+    holds = kvmd_holds(box, port)
+    info = box.ansible("onekvm.fleet.ch9329_info", {"port": port})
+    assert not info.get("failed") and info["read"] is (not holds), info
+    assert info["kvmd_paused"] == []
+    reset = box.ansible("onekvm.fleet.ch9329_reset", {"port": port}, check_mode=True)
+    assert not reset.get("failed") and reset["attempts"] == 0 and reset["probed"] is (not holds), reset
+    config = box.ansible("onekvm.fleet.ch9329_config", {"port": port, "packet_interval": 9}, check_mode=True)
+    assert not config.get("failed") and config["compared"] is (not holds), config
+    assert box.cli("ch9329-reset", "--port", port, "--check")["kvmd_paused"] == []
+    null = box.ansible("onekvm.fleet.ch9329_info", {"port": "/dev/null", "pause_kvmd": True})
+    assert null["failed"] and "not a tty" in null["msg"], null
+    assert kvmd_run(box) == before
 
 
 def test_config_change_on_a_chip_that_follows_the_document(box, sim):
@@ -57,7 +92,7 @@ def test_chip_at_another_address_found_by_the_box_command(box, sim):
     sim.chip.stored[2] = 0x05
     sim.chip.active = bytes(sim.chip.stored)
     try:
-        out = box.cli("ch9329-info", "--port", port, "--address", "auto", "--no-strings")
+        out = box.cli("ch9329-info", "--port", port, "--address", "auto", "--no-strings", "--pause-kvmd")
         assert out["address"] == 5 and out["config"]["address"] == 5, out
         refused = box.cli("ch9329-reset", "--port", port, "--address", "255", check=False)
         assert refused["rc"] == 2 and "broadcast address" in refused["msg"], refused
@@ -73,6 +108,7 @@ def test_reset_through_the_module_and_the_box_command(box, sim):
     assert not result.get("failed"), result
     assert result["changed"] and result["reply"] == "57 ab 00 8f 01 00 92"
     assert result["ready_after"] >= 0.5 and result["info"]["usb_enumerated"]
+    assert result["kvmd_paused"] == result["kvmd_holding"] and "ActiveState=active" in kvmd_run(box)
     out = box.cli("ch9329-reset", "--port", port)
     assert out["status"] == "success" and out["ready_after"] >= 0.5
     assert resets_seen(sim) == before + 2
