@@ -80,4 +80,3 @@ def test_reset_then_the_chip_answers_again(client, sim):
     assert sim.counters["resets"] == 1
     time.sleep(0.35)
     assert client.get_config() is not None
-
