@@ -27,13 +27,22 @@ def package_root() -> str:
     return root
 
 
-def cli_argv(*args: str) -> list:
-    return [sys.executable, "-c", "import sys; from onekvm._cli import main; sys.exit(main())", *args]
+_MAIN = "import sys; from onekvm._cli import main; sys.exit(main())"
+# Unit tests may run unprivileged: on a fake sysfs tree, the command's own root checks are the
+# only thing that root changes, so a test that asks for root gets os.geteuid() == 0 there.
+_MAIN_AS_ROOT = "import os; os.geteuid = lambda: 0; " + _MAIN
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run ``onekvm ARGS`` in a subprocess; returns the CompletedProcess (text mode)."""
+def cli_argv(*args: str, as_root: bool = False) -> list:
+    code = _MAIN_AS_ROOT if as_root and os.geteuid() != 0 else _MAIN
+    return [sys.executable, "-c", code, *args]
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 60,
+            as_root: bool = False) -> subprocess.CompletedProcess:
+    """Run ``onekvm ARGS`` in a subprocess; returns the CompletedProcess (text mode).
+    ``as_root``: the command believes it runs as root (for fake sysfs trees; see above)."""
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = package_root()
     full_env.update(env or {})
-    return subprocess.run(cli_argv(*args), env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(cli_argv(*args, as_root=as_root), env=full_env, capture_output=True, text=True, timeout=timeout, check=False)

@@ -21,7 +21,7 @@ def box(tmp_path):
 
 def cli(box, tmp_path, *args):
     roots = ["--sysfs-root", box.sysfs_root, "--dev-root", box.dev_root]
-    return run_cli(*args, *roots, env={"ONEKVM_LOCK_PATH": str(tmp_path / "hardware.lock")})
+    return run_cli(*args, *roots, env={"ONEKVM_LOCK_PATH": str(tmp_path / "hardware.lock")}, as_root=True)
 
 
 def test_usb_list_json(box, tmp_path):
