@@ -61,7 +61,10 @@ for stage in "${STAGES[@]}"; do
     lint|changelog|sanity|units|tooling|testbed) run_stage "$stage" nox_session "$stage" ;;
     docs)     ANTSIBULL_NOX_OUTPUT_JUNIT_XML_PATH=$JUNIT/docs/docs-check.xml run_stage docs nox_session docs-check docs ;;
     fleet)    prepare_copy; run_stage fleet pytest_in_copy fleet -v tests/fleet ;;
-    vm)       prepare_copy; read -ra vm_args <<<"${PYTEST_ARGS:-tests/vm}"
+    # PYTEST_ARGS is split like a shell would (quotes group words: -k 'a or b'), but by
+    # shlex, as data: nothing in it is run
+    vm)       prepare_copy
+              mapfile -d '' -t vm_args < <(python3 -c 'import shlex, sys; sys.stdout.write("".join(a + "\0" for a in shlex.split(sys.argv[1])))' "${PYTEST_ARGS:-tests/vm}")
               run_stage vm pytest_in_copy vm -v "${vm_args[@]}" ;;
     molecule) run_stage molecule "$ROOT/scripts/molecule.sh" ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
