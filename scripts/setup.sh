@@ -23,7 +23,8 @@ apt_install() {   # apt_install PACKAGE... (root only; the caller says why)
 }
 
 # sudo: the real sudo judges the role's sudoers rules in the unit tests (as root only; they
-# skip for other users, so the nox mode installs it only when it runs as root).
+# skip for other users, so the nox mode installs it only when it runs as root), and its visudo
+# checks the rendered sudoers rules in onekvm.fleet.validate and its tests.
 if [[ $MODE == nox ]] && is_root && ! command -v visudo >/dev/null 2>&1; then
   echo "setup: installing Debian packages: sudo" >&2
   apt_install sudo

@@ -12,7 +12,7 @@ import pytest
 
 from ansible_collections.onekvm.fleet.tests.fleet.conftest import ROOT, run
 
-PLAYBOOKS = ["provision.yml", "reset_capture.yml", "reset_hid.yml", "health.yml"]
+PLAYBOOKS = ["provision.yml", "reset_capture.yml", "reset_hid.yml", "health.yml", "validate.yml"]
 EXAMPLE_INVENTORY = os.path.join(ROOT, "examples", "inventory")
 
 

@@ -1,0 +1,192 @@
+# Copyright (c) onekvm.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""onekvm.fleet.validate: the whole inventory checked offline, through the role's own rendering.
+
+No box is reachable here (the example inventory's addresses are TEST-NET-1, 192.0.2.0/24). The
+checks are the real ones: visudo from the sudo package, systemd-analyze, the box command's
+config check. The role's apply tasks write from the same rendering (test_render_is_the_apply_path).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+import yaml
+
+from ansible_collections.onekvm.fleet.tests.fleet.conftest import ROOT, run
+
+EXAMPLE_INVENTORY = os.path.join(ROOT, "examples", "inventory")
+TASKS = os.path.join(ROOT, "roles", "onekvm", "tasks")
+SEED_BUTTON = {"name": "toggle_switch", "cmd": ["/usr/local/bin/kvm-switch", "next"], "label": "Switch KVM machine", "confirm": True}
+
+# one host per way an inventory can be wrong, and what the report must say about it
+BROKEN = {
+    "good": ({}, None),
+    "bad-button": ({"onekvm_gpio_buttons": [dict(SEED_BUTTON, name="toggle switch")]},
+                   r"FAILED bad-button: Check the GPIO buttons .*button 'toggle switch' \(item 1\): name 'toggle switch' does not"
+                   r" match kvmd's pattern .*Use letters, digits"),
+    "bad-type": ({"onekvm_watchdog_interval": "often"},
+                 r"FAILED bad-type: role variables: argument 'onekvm_watchdog_interval' is of type str .* Fix the variable"),
+    # a line break in a name written into the unit would add a directive to it
+    "bad-service": ({"onekvm_kvmd_service": "kvmd.service\nExecStartPre=/bin/rm -rf /"},
+                    r"FAILED bad-service: Check the names of the watchdog's group and kvmd's service: .*onekvm_kvmd_service"),
+    # ... and in the sudoers rule a rule of its own: visudo would accept that one
+    "bad-user": ({"onekvm_kvmd_user": "kvmd ALL=(ALL) NOPASSWD: ALL\nkvmd", "onekvm_watchdog_kvmd_group": "kvmd"},
+                 r"FAILED bad-user: Check the GPIO buttons .*the kvmd user .* is not a plain user name"),
+    "bad-watchdog": ({"onekvm_watchdog_metrics_file": "/var/lib/onekvm/metrics.txt"},
+                     r"FAILED bad-watchdog: /etc/onekvm/watchdog.json \(watchdog-config\): .*metrics_file must end in \.prom"),
+    "bad-path": ({"onekvm_sudoers_file": "/etc/sudoers.d/../../tmp/evil"},
+                 r"FAILED bad-path: .*path '/etc/sudoers.d/../../tmp/evil' is not an absolute, normalised path"),
+    "bad-dongle": ({"onekvm_capture_usb_id": "534d-2109"}, r"FAILED bad-dongle: Check the device settings: Invalid device settings"),
+    # One-KVM ships an override.yaml whose GPIO view would hide the buttons
+    "one-kvm": ({"onekvm_offline_kvmd": "one-kvm"},
+                r"FAILED one-kvm: Stop on a GPIO view in override.yaml .*defines kvmd.gpio.view .*onekvm_override_yaml_gpio_view=move"),
+    "one-kvm-move": ({"onekvm_offline_kvmd": "one-kvm", "onekvm_override_yaml_gpio_view": "move"}, None),
+    "box-override": ({"onekvm_offline_override_yaml": {"kvmd": {"gpio": {"view": {"table": [["x"]]}}}}},
+                     r"FAILED box-override: Stop on a GPIO view in override.yaml"),
+}
+
+
+def ansible_env(coll_path):
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=coll_path, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    env.pop("ANSIBLE_CONFIG", None)
+    return env
+
+
+def validate(coll_path, inventory, workdir, *extra):
+    return run(["ansible-playbook", "-i", inventory, "onekvm.fleet.validate", "-e", "validate_dir=" + str(workdir / "out"),
+                "-e", "validate_junit=" + str(workdir / "junit.xml"), *extra], env=ansible_env(coll_path), cwd=str(workdir))
+
+
+@pytest.fixture(scope="module")
+def example(coll_path, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("validate-example")
+    return workdir, validate(coll_path, EXAMPLE_INVENTORY, workdir)
+
+
+@pytest.fixture(scope="module")
+def broken(coll_path, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("validate-broken")
+    with open(os.path.join(EXAMPLE_INVENTORY, "group_vars", "onekvm.yml"), encoding="utf-8") as f:
+        group_vars = yaml.safe_load(f)
+    inventory = {"onekvm": {"hosts": {name: case[0] for name, case in BROKEN.items()}, "vars": group_vars}}
+    (workdir / "hosts.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    return workdir, validate(coll_path, str(workdir / "hosts.yml"), workdir)
+
+
+def test_example_inventory_passes_without_any_box(example):
+    workdir, done = example
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "unreachable=1" not in done.stdout and "UNREACHABLE" not in done.stdout
+    assert "onekvm.fleet.validate: 5 hosts, 5 pass, 0 fail" in done.stdout
+    summary = (workdir / "out" / "summary.md").read_text()
+    for host in ("kvm-a01", "kvm-a02", "kvm-a03", "kvm-b01", "kvm-b02"):
+        assert re.search(r"^ok +%s: 7 files checked" % host, summary, re.M), summary
+
+
+def test_rendered_files_are_what_the_box_gets(example):
+    workdir, done = example
+    box = workdir / "out" / "kvm-a03"
+    gpio = yaml.safe_load((box / "etc/kvmd/override.d/gpio.yaml").read_text())["kvmd"]["gpio"]
+    assert gpio["view"]["table"][0] == ["toggle_switch|confirm|Switch KVM machine"]
+    # kvm-a03's own dongle (host_vars override the group's)
+    reset_capture = ["/usr/bin/sudo", "-n", "/usr/local/bin/onekvm", "usb-reset", "345f:2130", "--port", "2-1"]
+    assert gpio["drivers"]["onekvm_reset_capture"]["cmd"] == reset_capture
+    sudoers = box / "etc/sudoers.d/onekvm"
+    assert oct(sudoers.stat().st_mode & 0o777) == "0o440"
+    assert "/usr/local/bin/onekvm usb-reset 345f\\:2130 --port 2-1" in sudoers.read_text()
+    assert (box / "etc/onekvm/watchdog.json").is_file() and (box / "etc/systemd/system/onekvm-watchdog.service").is_file()
+    assert 'KERNELS=="2-1"' in (box / "etc/udev/rules.d/90-onekvm.rules").read_text()
+    assert os.access(box / "usr/local/sbin/onekvm-reset-hid", os.X_OK)
+
+
+def test_junit_report_has_a_case_per_host_and_file(example):
+    workdir, done = example
+    suite = ET.parse(workdir / "junit.xml").getroot()
+    assert suite.get("failures") == "0"
+    cases = {(c.get("classname"), c.get("name")) for c in suite.iter("testcase")}
+    assert ("kvm-a01", "/etc/sudoers.d/onekvm: visudo") in cases
+    assert ("kvm-b02", "/etc/systemd/system/onekvm-watchdog.service: systemd-unit") in cases
+    assert len(cases) == 5 * 7
+
+
+def test_a_broken_inventory_fails_naming_host_and_what_to_change(broken):
+    workdir, done = broken
+    assert done.returncode != 0
+    summary = (workdir / "out" / "summary.md").read_text()
+    failing = [name for name, case in BROKEN.items() if case[1]]
+    assert "%d hosts, %d pass, %d fail" % (len(BROKEN), len(BROKEN) - len(failing), len(failing)) in summary
+    for name, case in BROKEN.items():
+        expected = case[1]
+        if expected:
+            assert re.search(expected, summary), "%s: %s\n%s" % (name, expected, summary)
+        else:
+            assert re.search(r"^ok +%s: " % name, summary, re.M), summary
+    assert "boxes fail: " + ", ".join(failing) in done.stdout
+    suite = ET.parse(workdir / "junit.xml").getroot()
+    failed_cases = {c.get("classname") for c in suite.iter("testcase") if c.find("failure") is not None}
+    assert failed_cases == set(failing)
+
+
+def test_hostile_values_write_nothing_outside_the_artifact_dir(broken):
+    workdir, done = broken
+    assert not (workdir / "out" / "tmp" / "evil").exists() and not (workdir / "out" / "bad-path" / "tmp").exists()
+    assert not os.path.exists("/tmp/evil")
+
+
+def test_one_kvm_warns_about_programs_the_role_does_not_install(broken):
+    workdir, done = broken
+    summary = (workdir / "out" / "summary.md").read_text()
+    assert re.search(r"warn +one-kvm-move: button driver 'toggle_switch' runs /usr/local/bin/kvm-switch: One-KVM's kvmd refuses",
+                     summary), summary
+    assert "warn   one-kvm-move: button driver 'onekvm_reset_hid'" not in summary  # sudo and the role's own scripts exist
+
+
+def _tasks():
+    for name in sorted(os.listdir(TASKS)):
+        with open(os.path.join(TASKS, name), encoding="utf-8") as f:
+            for task in _flatten(yaml.safe_load(f) or []):
+                yield name, task
+
+
+def _flatten(tasks):
+    for task in tasks:
+        yield task
+        for key in ("block", "rescue", "always"):
+            yield from _flatten(task.get(key, []))
+
+
+# written by the role but not rendered for the check: fixed text, the box's own file edited, or a
+# secret (kvmd's password must not end up in CI artifacts)
+NOT_RENDERED = {("commands.yml", "Mark the directory as a package"),
+                ("watchdog.yml", "Give the watchdog kvmd credentials to ask kvmd's HID state (root only)"),
+                ("override_move.yml", "Write override.yaml without kvmd.gpio.view (its comments are not kept; the copy has them)")}
+
+
+def test_render_is_the_apply_path():
+    """Every file the role writes from a template comes from render.yml, and every rendered file is written."""
+    with open(os.path.join(TASKS, "render.yml"), encoding="utf-8") as f:
+        render = next(t for t in yaml.safe_load(f) if t["name"] == "Render the files the role writes")
+    rendered = set(render["vars"]["_onekvm_fixed_files"]) | {"button wrappers"}
+    with open(os.path.join(TASKS, "apply.yml"), encoding="utf-8") as f:
+        wrappers = next(t for t in yaml.safe_load(f) if "sudoers.yml" in str(t))["vars"]["_onekvm_root_wanted"]
+    assert wrappers.startswith("{{ _onekvm_files.values()"), wrappers
+    written = set()
+    for name, task in _tasks():
+        assert "ansible.builtin.template" not in task and "template" not in task, (
+            "%s: %r renders a template itself; render it in render.yml (_onekvm_files) and copy its content" % (name, task["name"]))
+        copy = task.get("ansible.builtin.copy") or {}
+        if "content" not in copy or (name, task["name"]) in NOT_RENDERED:
+            continue
+        if copy["content"] == "{{ item.content }}":  # the root buttons' wrappers, from _onekvm_files
+            assert copy["dest"] == "{{ item.path }}" and task["loop"] == "{{ _onekvm_root_wanted }}", (name, task["name"])
+            written.add("button wrappers")
+            continue
+        found = re.fullmatch(r"\{\{ _onekvm_files\.(\w+)\.content \}\}", copy["content"])
+        assert found and copy["dest"] == "{{ _onekvm_files.%s.path }}" % found.group(1), (name, task["name"])
+        written.add(found.group(1))
+    assert rendered == written
