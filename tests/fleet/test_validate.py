@@ -85,7 +85,8 @@ def test_example_inventory_passes_without_any_box(example):
     assert "onekvm.fleet.validate: 5 hosts, 5 pass, 0 fail" in done.stdout
     summary = (workdir / "out" / "summary.md").read_text()
     for host in ("kvm-a01", "kvm-a02", "kvm-a03", "kvm-b01", "kvm-b02"):
-        assert re.search(r"^ok +%s: 7 files checked" % host, summary, re.M), summary
+        # gpio.yaml, sudoers, udev, the box command, Reset HID, watchdog config and unit, a wrapper per root button
+        assert re.search(r"^ok +%s: 9 files checked" % host, summary, re.M), summary
 
 
 def test_rendered_files_are_what_the_box_gets(example):
@@ -93,12 +94,14 @@ def test_rendered_files_are_what_the_box_gets(example):
     box = workdir / "out" / "kvm-a03"
     gpio = yaml.safe_load((box / "etc/kvmd/override.d/gpio.yaml").read_text())["kvmd"]["gpio"]
     assert gpio["view"]["table"][0] == ["toggle_switch|confirm|Switch KVM machine"]
-    # kvm-a03's own dongle (host_vars override the group's)
-    reset_capture = ["/usr/bin/sudo", "-n", "/usr/local/bin/onekvm", "usb-reset", "345f:2130", "--port", "2-1"]
-    assert gpio["drivers"]["onekvm_reset_capture"]["cmd"] == reset_capture
+    wrapper = "/usr/local/lib/onekvm/buttons/onekvm_reset_capture"
+    assert gpio["drivers"]["onekvm_reset_capture"]["cmd"] == ["/usr/bin/sudo", "-n", wrapper]
+    # kvm-a03's own dongle (host_vars override the group's), in the root-owned wrapper sudo allows
+    assert (box / wrapper.lstrip("/")).read_text().splitlines()[-1] == "exec /usr/local/bin/onekvm usb-reset 345f:2130 --port 2-1"
+    assert oct((box / wrapper.lstrip("/")).stat().st_mode & 0o777) == "0o755"
     sudoers = box / "etc/sudoers.d/onekvm"
     assert oct(sudoers.stat().st_mode & 0o777) == "0o440"
-    assert "/usr/local/bin/onekvm usb-reset 345f\\:2130 --port 2-1" in sudoers.read_text()
+    assert wrapper + ' ""' in sudoers.read_text()
     assert (box / "etc/onekvm/watchdog.json").is_file() and (box / "etc/systemd/system/onekvm-watchdog.service").is_file()
     assert 'KERNELS=="2-1"' in (box / "etc/udev/rules.d/90-onekvm.rules").read_text()
     assert os.access(box / "usr/local/sbin/onekvm-reset-hid", os.X_OK)
@@ -111,7 +114,7 @@ def test_junit_report_has_a_case_per_host_and_file(example):
     cases = {(c.get("classname"), c.get("name")) for c in suite.iter("testcase")}
     assert ("kvm-a01", "/etc/sudoers.d/onekvm: visudo") in cases
     assert ("kvm-b02", "/etc/systemd/system/onekvm-watchdog.service: systemd-unit") in cases
-    assert len(cases) == 5 * 7
+    assert len(cases) == 5 * 9
 
 
 def test_a_broken_inventory_fails_naming_host_and_what_to_change(broken):
