@@ -67,8 +67,8 @@ def main(sizes: list) -> int:
         for count in sizes:
             hosts = os.path.join(work, "hosts-%d.yml" % count)
             inventory(hosts, count)
-            seconds, cpu, done = timed(["ansible-playbook", "-i", hosts, "onekvm.fleet.validate",
-                                   "-e", "validate_dir=" + os.path.join(work, "out-%d" % count)], work)
+            argv = ["ansible-playbook", "-i", hosts, "onekvm.fleet.validate", "-e", "validate_dir=" + os.path.join(work, "out")]
+            seconds, cpu, done = timed(argv, work)
             if done.returncode != 0 or "%d hosts, %d pass, 0 fail" % (count, count) not in done.stdout:
                 print("validate failed for %d hosts:\n%s" % (count, done.stdout[-3000:] + done.stderr[-2000:]))
                 rc = 1
@@ -77,8 +77,8 @@ def main(sizes: list) -> int:
             if ref.returncode != 0:
                 print(ref.stdout[-2000:] + ref.stderr[-2000:])
                 rc = 1
-            print("%6d %9.1fs %9.2fs %11.2fs %15.1fs %7.1fx" % (count, seconds, seconds / count, cpu / count, ref_seconds,
-                                                              seconds / ref_seconds))
+            figures = (count, seconds, seconds / count, cpu / count, ref_seconds, seconds / ref_seconds)
+            print("%6d %9.1fs %9.2fs %11.2fs %15.1fs %7.1fx" % figures)
     return rc
 
 
