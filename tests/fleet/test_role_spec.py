@@ -42,11 +42,12 @@ def test_default_is_specified_with_the_same_value(name):
 
 
 def _readme_names() -> set:
-    """Backticked variable names in the README; a row may abbreviate a pair as `onekvm_x_id` / `_port`."""
+    """Backticked variable names in the README; a row may abbreviate a pair as `onekvm_x_id` / `_port` (or more)."""
     names = set(re.findall(r"`(onekvm_\w+)`", README))
-    for first, suffix in re.findall(r"`(onekvm_\w+)` / `(_\w+)`", README):
+    for chain in re.findall(r"`onekvm_\w+`(?: / `_\w+`)+", README):  # also `a_x` / `_y` / `_z`
+        first, *suffixes = re.findall(r"`(\w+)`", chain)
         parts = first.split("_")
-        names.update("_".join(parts[:-k]) + suffix for k in range(1, len(parts)))
+        names.update("_".join(parts[:-k]) + suffix for suffix in suffixes for k in range(1, len(parts)))
     return names
 
 
