@@ -70,6 +70,11 @@ python_from_pyenv() {
 python_from_uv() {
   local boot uvdir="$CACHE/uv" c
   if [[ ! -x $uvdir/bin/uv ]]; then
+    # uv comes from PyPI through a venv of the system's python3 (a minimal Debian lacks both)
+    if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+      [[ -n $(debian_version) ]] && is_root || return 1
+      apt_install python3 python3-venv || return 1
+    fi
     boot=$(command -v python3) || return 1
     rm -rf "$uvdir"
     "$boot" -m venv "$uvdir" >/dev/null 2>&1 || return 1
