@@ -25,7 +25,8 @@ apt_install() {   # apt_install PACKAGE... (root only; the caller says why)
 # sudo: the real sudo judges the role's sudoers rules in the unit tests (as root only; they
 # skip for other users, so the nox mode installs it only when it runs as root), and its visudo
 # checks the rendered sudoers rules in onekvm.fleet.validate and its tests.
-if [[ $MODE == nox ]] && is_root && ! command -v visudo >/dev/null 2>&1; then
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
+if [[ $MODE == nox ]] && is_root && command -v dpkg-query >/dev/null && ! installed sudo; then
   echo "setup: installing Debian packages: sudo" >&2
   apt_install sudo
 fi
@@ -34,7 +35,7 @@ if [[ $MODE == full ]]; then
     usbutils uhubctl socat make git chromium sudo)
   missing=()
   for p in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    installed "$p" || missing+=("$p")
   done
   if ((${#missing[@]})); then
     if ! is_root; then
