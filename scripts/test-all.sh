@@ -66,7 +66,7 @@ for stage in "${STAGES[@]}"; do
     vm)       prepare_copy
               mapfile -d '' -t vm_args < <(python3 -c 'import shlex, sys; sys.stdout.write("".join(a + "\0" for a in shlex.split(sys.argv[1])))' "${PYTEST_ARGS:-tests/vm}")
               run_stage vm pytest_in_copy vm -v "${vm_args[@]}" ;;
-    molecule) run_stage molecule "$ROOT/scripts/molecule.sh" ;;
+    molecule) prepare_copy; run_stage molecule "$ROOT/scripts/molecule.sh" ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done
