@@ -31,6 +31,8 @@ HOSTILE_STATES = {
                           "last_action": 5, "status": ["ok"], "pid": "one"}),
     "numbers": '{"counters": {"checks": NaN, "failures": -3, "actions": {"ioctl": {"ok": 1e999}}},'
                ' "recent_actions": [NaN, -1, 1e999], "backoff": NaN}',
+    "domains": json.dumps({"domains": {"capture": [], "hid": "x", "other": {"counters": 5}}}),
+    "domains_list": json.dumps({"domains": [1, 2]}),
     "deep": "[" * 200000 + "]" * 200000,
     "not_utf8": b"\xff\xfe{}",
 }
@@ -200,3 +202,11 @@ def test_running_means_the_watchdog_process_that_wrote_the_file(tmp_path):
         proc.wait(10)
     out = json.loads(run_cli("--json", "status", "--state-file", str(tmp_path / "wd.json")).stdout)
     assert out["running"] is False
+
+
+def test_status_survives_domains_of_the_wrong_type(tmp_path):
+    for domains in ({"capture": [], "hid": "x"}, [1, 2], {"capture": {"status": 5, "last_failure": []}, "hid": {}}):
+        write(tmp_path / "wd.json", json.dumps({"status": "ok", "domains": domains, "pid": 0}))
+        res = run_cli("--json", "status", "--state-file", str(tmp_path / "wd.json"))
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["message"].startswith("watchdog: not running")
