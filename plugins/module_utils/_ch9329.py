@@ -28,6 +28,7 @@ import time
 
 from . import _kvmd
 from ._errors import DeviceError, InvalidArgument, Timeout
+from ._limits import check
 from ._lock import hardware_lock
 from ._serialport import check_tty, open_port
 
@@ -674,13 +675,9 @@ class LinkOptions:
         self.baudrate = validate_baudrate(baudrate) if baudrate not in (None, "") else \
             default_baudrate(self.port, kvmd_root)
         self.address = validate_address(address)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.05 <= timeout <= 60:
-            raise InvalidArgument("timeout must be between 0.05 and 60 seconds, got %r" % (timeout,))
-        self.timeout = float(timeout)
+        self.timeout = float(check("ch9329_timeout", timeout, "timeout"))
         self.pause_kvmd = bool(pause_kvmd)
-        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not 0 <= lock_timeout <= 3600:
-            raise InvalidArgument("lock_timeout must be between 0 and 3600 seconds, got %r" % (lock_timeout,))
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = check("lock_timeout", lock_timeout)
         self.systemctl = systemctl
 
 
@@ -774,11 +771,6 @@ def _kvmd_note(report: dict) -> str:
     return ""
 
 
-def _check_seconds(name: str, value, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high:
-        raise InvalidArgument("%s must be between 0 and %g seconds, got %r" % (name, high, value))
-
-
 def reset(options: LinkOptions, retries: int = 1, wait_ready: bool = True,
           ready_timeout: float = DEFAULT_READY_TIMEOUT, check_mode: bool = False) -> dict:
     """Reset the chip (RESET with a checked reply) and wait until it answers again.
@@ -787,8 +779,8 @@ def reset(options: LinkOptions, retries: int = 1, wait_ready: bool = True,
     kvmd is never touched: the chip is probed with GET_INFO when the port is free, and no
     RESET is sent.
     """
-    _check_count("retries", retries, 0, 10)
-    _check_seconds("ready_timeout", ready_timeout, 120)
+    check("retries", retries)
+    check("ready_timeout", ready_timeout)
     start = time.monotonic()
     if check_mode:
         try:
@@ -868,7 +860,7 @@ def configure(options: LinkOptions, changes: dict, force: bool = False, check_mo
     touches kvmd: when kvmd holds the port nothing is compared and the result says so.
     """
     changes = validate_changes(changes)
-    _check_seconds("ready_timeout", ready_timeout, 120)
+    check("ready_timeout", ready_timeout)
     problems = kvmd_safety_problems(changes)
     if problems and not force:
         raise InvalidArgument("refusing settings that would make kvmd lose control of the chip: %s; set force: true "
@@ -933,11 +925,6 @@ def _apply(chip: Chip, current: ChipConfig, target: ChipConfig, string_updates: 
         if chip.get_string(name) != text:
             raise DeviceError("the CH9329 did not keep the %s string %r after RESET; power-cycle the chip and check "
                               "with ch9329_info" % (name, text))
-
-
-def _check_count(name: str, value, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidArgument("%s must be an integer from %d to %d, got %r" % (name, low, high, value))
 
 
 def _finish(report: dict, start: float, changed: bool, message: str) -> dict:

@@ -10,6 +10,7 @@ Same code as the modules: everything happens in ``_ch9329``.
 from __future__ import annotations
 
 from . import _ch9329
+from ._limits import argparse_type, describe
 
 
 def configure(command: str, parser) -> None:
@@ -20,7 +21,8 @@ def configure(command: str, parser) -> None:
     parser.add_argument("--address", default="0",
                         help="chip address 0-254 (default 0), or auto: ask each address in turn (planned %.1f s at 9600 "
                              "baud, %.1f s at 115200)" % (_ch9329.scan_seconds(9600), _ch9329.scan_seconds(115200)))
-    parser.add_argument("--timeout", type=float, default=_ch9329.DEFAULT_TIMEOUT, help="seconds to wait for a reply")
+    parser.add_argument("--timeout", type=argparse_type("ch9329_timeout", "--timeout"), default=_ch9329.DEFAULT_TIMEOUT,
+                        help="seconds to wait for a reply, %s" % describe("ch9329_timeout"))
     if command == "ch9329-reset":
         parser.add_argument("--no-pause-kvmd", action="store_true",
                             help="do not stop kvmd while talking to the chip even if it holds the port")
@@ -28,11 +30,13 @@ def configure(command: str, parser) -> None:
         parser.add_argument("--pause-kvmd", action="store_true",
                             help="stop kvmd for the reading if it holds the port (drops its web sessions); without "
                                  "it nothing is read while kvmd holds the port (exit code 4)")
-    parser.add_argument("--lock-timeout", type=float, default=30.0, help="seconds to wait for the hardware lock")
+    parser.add_argument("--lock-timeout", type=argparse_type("lock_timeout"), default=30.0,
+                        help="seconds to wait for the hardware lock, %s" % describe("lock_timeout"))
     if command == "ch9329-reset":
-        parser.add_argument("--retries", type=int, default=1, help="extra RESET attempts when the reply is bad")
+        parser.add_argument("--retries", type=argparse_type("retries"), default=1,
+                            help="extra RESET attempts when the reply is bad, %s" % describe("retries"))
         parser.add_argument("--no-wait", action="store_true", help="do not wait for the chip to answer again")
-        parser.add_argument("--ready-timeout", type=float, default=_ch9329.DEFAULT_READY_TIMEOUT,
+        parser.add_argument("--ready-timeout", type=argparse_type("ready_timeout"), default=_ch9329.DEFAULT_READY_TIMEOUT,
                             help="seconds to wait for the chip after RESET")
         parser.add_argument("--check", action="store_true",
                             help="only probe the chip with GET_INFO; never stops kvmd (no probe while it holds the port)")

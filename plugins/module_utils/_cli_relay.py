@@ -16,6 +16,7 @@ from __future__ import annotations
 import signal
 
 from . import _relay
+from ._limits import argparse_type, describe
 
 
 def configure(command: str, parser) -> None:
@@ -24,7 +25,7 @@ def configure(command: str, parser) -> None:
     parser.add_argument("--channel", type=int, default=1, help="relay channel, 1..--channels (default: %(default)s)")
     parser.add_argument("--channels", type=int, default=1, choices=_relay.CHANNEL_COUNTS,
                         help="how many relays the board has (default: %(default)s)")
-    parser.add_argument("--duration", type=float, default=None,
+    parser.add_argument("--duration", type=argparse_type("duration"), default=None,
                         help="pulse length in seconds, %g..%g (default: %g)"
                         % (_relay.MIN_DURATION, _relay.MAX_DURATION, _relay.DEFAULT_DURATION))
     parser.add_argument("--port", default=_relay.DEFAULT_PORT,
@@ -38,8 +39,8 @@ def configure(command: str, parser) -> None:
                         help="send on/off even when the record says the channel is already there")
     parser.add_argument("--check", action="store_true",
                         help="check the arguments and the port, print what would be sent, send nothing")
-    parser.add_argument("--lock-timeout", type=float, default=_relay.DEFAULT_LOCK_TIMEOUT,
-                        help="seconds to wait for the box-wide hardware lock (default: %(default)s)")
+    parser.add_argument("--lock-timeout", type=argparse_type("lock_timeout"), default=_relay.DEFAULT_LOCK_TIMEOUT,
+                        help="seconds to wait for the box-wide hardware lock, %s (default: %%(default)s)" % describe("lock_timeout"))
 
 
 def run(args) -> dict:

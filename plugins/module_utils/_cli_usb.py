@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from ._errors import InvalidArgument
+from ._limits import argparse_type, describe
 from ._usb import (
     DEFAULT_LOCK_TIMEOUT,
     DEFAULT_POWER_OFF_TIME,
@@ -43,12 +44,13 @@ def configure(command: str, parser) -> None:
         parser.add_argument("--all", action="store_true", help="reset every matching device instead of refusing")
         parser.add_argument("--no-wait", dest="wait", action="store_false",
                             help="do not wait for the device to come back")
-        parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                            help="seconds to wait for the device to come back (default %(default)s)")
-        parser.add_argument("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT,
-                            help="seconds to wait for another hardware action to finish (default %(default)s)")
-        parser.add_argument("--power-off-time", type=float, default=DEFAULT_POWER_OFF_TIME,
-                            help="power_cycle: seconds the port stays off (default %(default)s)")
+        parser.add_argument("--timeout", type=argparse_type("timeout"), default=DEFAULT_TIMEOUT,
+                            help="seconds to wait for the device to come back, %s (default %%(default)s)" % describe("timeout"))
+        parser.add_argument("--lock-timeout", type=argparse_type("lock_timeout"), default=DEFAULT_LOCK_TIMEOUT,
+                            help="seconds to wait for another hardware action to finish, %s (default %%(default)s)"
+                                 % describe("lock_timeout"))
+        parser.add_argument("--power-off-time", type=argparse_type("power_off_time"), default=DEFAULT_POWER_OFF_TIME,
+                            help="power_cycle: seconds the port stays off, %s (default %%(default)s)" % describe("power_off_time"))
         parser.add_argument("--dry-run", action="store_true",
                             help="select and check the devices, reset nothing")
 

@@ -19,6 +19,7 @@ import os
 import time
 
 from ._errors import Busy, PermissionDenied
+from ._limits import check
 
 DEFAULT_LOCK_PATH = "/run/onekvm/hardware.lock"
 LOCK_PATH_ENV = "ONEKVM_LOCK_PATH"
@@ -31,6 +32,7 @@ def lock_path() -> str:
 @contextlib.contextmanager
 def hardware_lock(timeout: float = 30.0, path: str | None = None, poll: float = 0.05):
     """Hold the box-wide hardware lock; raise ``Busy`` if not free within ``timeout``."""
+    check("lock_timeout", timeout)
     path = path or lock_path()
     try:
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)

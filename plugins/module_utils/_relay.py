@@ -27,11 +27,11 @@ import collections
 import errno
 import fcntl
 import json
-import math
 import os
 import time
 
 from ._errors import Busy, DeviceError, InvalidArgument, PermissionDenied
+from ._limits import LIMITS, check
 from ._lock import hardware_lock
 from ._serialport import check_port_path, open_port, port_busy
 
@@ -43,8 +43,8 @@ STATES = ("on", "off", "pulse")
 DEFAULT_DURATION = 0.5
 # Below ~50 ms a relay's contacts (bounce ~10 ms) may not register as a button press; above
 # 10 s the press holds the box-wide lock (and a kvmd button stays busy) for too long.
-MIN_DURATION = 0.05
-MAX_DURATION = 10.0
+MIN_DURATION = LIMITS["duration"].low
+MAX_DURATION = LIMITS["duration"].high
 DEFAULT_STATE_FILE = "/run/onekvm/relay-state.json"
 DEFAULT_LOCK_TIMEOUT = 30.0
 
@@ -78,13 +78,7 @@ def validate(state: str, channel: int, channels: int = 1, duration: float | None
         raise InvalidArgument("baudrate must be one of %s (LCUS boards use 9600), got %r"
                               % (", ".join(map(str, BAUDRATES)), baudrate), baudrate=baudrate)
     if state == "pulse":
-        duration = DEFAULT_DURATION if duration is None else duration
-        if isinstance(duration, bool) or not isinstance(duration, (int, float)) or math.isnan(duration):
-            raise InvalidArgument("duration must be a number of seconds, got %r" % (duration,), duration=duration)
-        if not MIN_DURATION <= duration <= MAX_DURATION:
-            raise InvalidArgument("duration must be between %g and %g seconds, got %g"
-                                  % (MIN_DURATION, MAX_DURATION, duration), duration=duration)
-        duration = float(duration)
+        duration = float(check("duration", DEFAULT_DURATION if duration is None else duration))
     elif duration is not None:
         raise InvalidArgument("duration applies to state=pulse only; remove it for state=%s" % state,
                               duration=duration)

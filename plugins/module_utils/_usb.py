@@ -40,6 +40,7 @@ from ._errors import (
     PermissionDenied,
     Timeout,
 )
+from ._limits import check
 from ._lock import hardware_lock
 
 SYSFS_ROOT = "/sys"
@@ -696,7 +697,7 @@ def missing_after_reset(before: UsbDevice, now: UsbDevice | None) -> list:
 def wait_until_back(before: UsbDevice, timeout: float = DEFAULT_TIMEOUT, sysfs_root: str = SYSFS_ROOT,
                     dev_root: str = DEV_ROOT) -> UsbDevice:
     """Poll sysfs until the device is back at its port path, bound as before; raise Timeout."""
-    deadline = time.monotonic() + max(timeout, 0.0)
+    deadline = time.monotonic() + check("timeout", timeout)
     while True:
         now = read_device(before.port, sysfs_root, dev_root)
         missing = missing_after_reset(before, now)
@@ -721,8 +722,9 @@ def reset_device(device: UsbDevice, method: str = "ioctl", wait: bool = True, ti
     power_cycle the hub facts. Every failure is an OnekvmError; check mode validates and
     discovers but does not reset.
     """
-    if timeout is None or timeout < 0:
-        raise InvalidArgument("timeout must be a number of seconds >= 0, got %r" % (timeout,), timeout=timeout)
+    check("timeout", timeout)
+    check("lock_timeout", lock_timeout)
+    check("power_off_time", power_off_time)
     started = time.monotonic()
     facts = check_reset_possible(device, method, sysfs_root, dev_root)
     report = {"port": device.port, "id": device.id, "method": method, "before": None, "after": None, "waited": False}

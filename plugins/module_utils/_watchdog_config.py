@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import re
 
 from . import _ustreamer
 from ._errors import InvalidArgument, NotFound, PermissionDenied
+from ._limits import check
 
 
 DEFAULT_CONFIG_PATH = "/etc/onekvm/watchdog.json"
@@ -167,8 +169,8 @@ def _typed(name: str, default, value):
             raise InvalidArgument("%s must be true or false, got %r" % (name, value))
         return value
     if isinstance(default, (int, float)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidArgument("%s must be a number, got %r" % (name, value))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InvalidArgument("%s must be a number (not NaN or infinite), got %r" % (name, value))
         if isinstance(default, float):
             return float(value)
         return int(value) if value == int(value) else value  # a fraction is refused by the range checks
@@ -192,22 +194,19 @@ def _reject_unknown(given: dict, known: dict, prefix: str) -> None:
 
 def _check_numbers(values: dict) -> None:
     hid = values["hid"]
-    positive = {"interval": values["interval"], "ustreamer.timeout": values["ustreamer"]["timeout"],
-                "hid.timeout": hid["timeout"]}
-    for name, value in positive.items():
-        if value <= 0:
-            raise InvalidArgument("%s must be greater than 0, got %s" % (name, value))
-    not_negative = {"ustreamer.min_fps": values["ustreamer"]["min_fps"], "lock_timeout": values["lock_timeout"]}
+    # (quantity in the shared limits table, config key, value)
+    numbers = [("interval", "interval", values["interval"]),
+               ("ustreamer_timeout", "ustreamer.timeout", values["ustreamer"]["timeout"]),
+               ("min_fps", "ustreamer.min_fps", values["ustreamer"]["min_fps"]),
+               ("hid_timeout", "hid.timeout", hid["timeout"]),
+               ("lock_timeout", "lock_timeout", values["lock_timeout"]),
+               ("systemd_watchdog_sec", "systemd_watchdog_sec", values["systemd_watchdog_sec"])]
     for prefix, domain in (("", values), ("hid.", hid)):
-        not_negative.update((prefix + k, domain[k]) for k in ("grace", "backoff", "backoff_max"))
-        not_negative.update((prefix + "waits." + k, v) for k, v in domain["waits"].items())
-    for name, value in not_negative.items():
-        if value < 0:
-            raise InvalidArgument("%s must not be negative, got %s" % (name, value))
+        numbers += [(key, prefix + key, domain[key]) for key in ("grace", "backoff", "backoff_max", "max_actions_per_hour")]
+        numbers += [("waits", prefix + "waits." + step, wait) for step, wait in domain["waits"].items()]
+    for quantity, name, value in numbers:
+        check(quantity, value, name)
     for prefix, domain in (("", values), ("hid.", hid)):
-        if not isinstance(domain["max_actions_per_hour"], int) or domain["max_actions_per_hour"] < 1:
-            raise InvalidArgument("%smax_actions_per_hour must be a whole number >= 1, got %r"
-                                  % (prefix, domain["max_actions_per_hour"]))
         if domain["backoff_max"] < domain["backoff"]:
             raise InvalidArgument("%sbackoff_max (%s) must not be smaller than %sbackoff (%s)"
                                   % (prefix, domain["backoff_max"], prefix, domain["backoff"]))

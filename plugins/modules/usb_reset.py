@@ -277,6 +277,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from
 from ansible_collections.onekvm.fleet.plugins.module_utils._errors import OnekvmError
+from ansible_collections.onekvm.fleet.plugins.module_utils._limits import check
 from ansible_collections.onekvm.fleet.plugins.module_utils._usb import (
     DEFAULT_LOCK_TIMEOUT,
     DEFAULT_POWER_OFF_TIME,
@@ -316,11 +317,10 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
-    for name in ("timeout", "lock_timeout", "power_off_time"):
-        if params[name] < 0:
-            module.fail_json(msg="%s must be a number of seconds >= 0, got %s" % (name, params[name]))
     started = time.monotonic()
     try:
+        for name in ("timeout", "lock_timeout", "power_off_time"):
+            check(name, params[name])  # before any device is looked at
         devices = find_devices(allow_many=params["all"], **{key: params[key] for key in SELECTORS})
         reports = reset_devices(devices, method=params["method"], wait=params["wait"], timeout=params["timeout"],
                                 lock_timeout=params["lock_timeout"], power_off_time=params["power_off_time"],

@@ -331,7 +331,8 @@ def test_cli_invalid_config_fails_once_with_code_2(tmp_path):
     res = run_cli("watchdog", "--config", str(path))
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
-        "onekvm watchdog: error: watchdog config %s: interval must be greater than 0, got 0.0" % path]
+        "onekvm watchdog: error: watchdog config %s: interval must be a number from 0.5 to 3600 (seconds between "
+        "health checks), got 0.0; give a value in that range" % path]
 
 
 def test_cli_once_and_status(tmp_path):

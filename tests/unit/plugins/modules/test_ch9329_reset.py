@@ -87,9 +87,9 @@ def test_wrong_baud(sim):
     ({"address": 300}, "address must be 0-254 or auto"),
     ({"address": 255}, "broadcast address: the chip acts on it but never answers"),
     ({"lock_timeout": "x"}, "lock_timeout"),
-    ({"retries": -1}, "retries must be an integer from 0 to 10"),
-    ({"timeout": 0}, "timeout must be between"),
-    ({"ready_timeout": 0}, "ready_timeout must be between"),
+    ({"retries": -1}, "retries must be a whole number from 0 to 10"),
+    ({"timeout": 0}, "timeout must be a number from 0.05 to 60"),
+    ({"ready_timeout": 0}, "ready_timeout must be a number from 0.1 to 120"),
 ])
 def test_bad_input_changes_nothing(sim, args, words):
     result = run(dict({"port": sim.port}, **args))

@@ -72,7 +72,7 @@ def test_check_mode_still_fails_where_the_real_run_would(box):
     ({"id": "12345:1"}, "InvalidArgument", "534d:2109"),
     ({"id": "dead:beef"}, "NotFound", "present: 1-1 0409:55aa"),
     ({"id": "0627:0001"}, "Ambiguous", "3 USB devices match"),
-    ({"id": "0627:0001", "port": "1-1.2", "method": "rebind", "timeout": -1}, None, "timeout must be"),
+    ({"id": "0627:0001", "port": "1-1.2", "method": "rebind", "timeout": -1}, "InvalidArgument", "timeout must be a number from 0 to 600"),
     ({"port": "usb1"}, "InvalidArgument", "port must be a USB port path"),
 ])
 def test_bad_input_is_a_clear_failure(box, args, error, words):
