@@ -23,7 +23,7 @@ import importlib
 import os
 import sys
 
-from ._errors import OnekvmError
+from ._errors import InvalidArgument, OnekvmError
 
 # command -> (file providing it, one-line summary). Keep sorted by area.
 COMMANDS = {
@@ -95,6 +95,27 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_redirects_through_sudo(parser: argparse.ArgumentParser, args, redirects: tuple) -> None:
+    """Through sudo (kvmd's buttons, an admin's sudo) root acts only on the real paths.
+
+    The options and environment variables that point the command at other sysfs, /dev,
+    lock, state or kvmd trees exist for tests. sudo sets SUDO_UID (and resets the rest of
+    the environment); then the variables are dropped and the options refused.
+    """
+    if "SUDO_UID" not in os.environ:
+        return
+    from ._kvmd import KVMD_ROOT_ENV, SYSTEMCTL_ENV
+    from ._lock import LOCK_PATH_ENV
+
+    for name in (LOCK_PATH_ENV, KVMD_ROOT_ENV, SYSTEMCTL_ENV):
+        os.environ.pop(name, None)
+    for dest in redirects:
+        value = getattr(args, dest, None)
+        if value not in (parser.get_default(dest), ""):
+            raise InvalidArgument("--%s is not honoured through sudo (it points root at other files); run the "
+                                  "command as root without sudo, or leave the option out" % dest.replace("_", "-"))
+
+
 def _command_module(name: str):
     return importlib.import_module("." + COMMANDS[name][0], __package__)
 
@@ -133,9 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if a in COMMANDS), None)
     if command is not None:
         argv.remove(command)
-    args = build_parser(command).parse_args(argv)  # exits 2 with a usage message on bad arguments
+    parser = build_parser(command)
+    args = parser.parse_args(argv)  # exits 2 with a usage message on bad arguments
     try:
-        result = _command_module(args.command).run(args)
+        module = _command_module(args.command)
+        _refuse_redirects_through_sudo(parser, args, getattr(module, "REDIRECTS", ()))
+        result = module.run(args)
     except OnekvmError as exc:
         if args.json:
             _out(_json(dict(failed=True, msg=exc.msg, exit_code=exc.exit_code, **exc.details)))

@@ -19,6 +19,10 @@ from . import _relay
 from ._limits import argparse_type, describe
 
 
+# where root writes the state record: only the default (or none) through sudo
+REDIRECTS = ("state_file",)
+
+
 def configure(command: str, parser) -> None:
     parser.add_argument("action", choices=_relay.STATES,
                         help="on = contacts closed, off = open, pulse = on, wait --duration, off (a button press)")

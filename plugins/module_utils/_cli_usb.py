@@ -27,6 +27,10 @@ from ._usb import (
 )
 
 
+# options that point root at another sysfs / /dev tree (tests): refused through sudo
+REDIRECTS = ("sysfs_root", "dev_root")
+
+
 def configure(command: str, parser) -> None:
     parser.add_argument("id", nargs="?", help="VENDOR:PRODUCT in hex, like 534d:2109 (as lsusb shows it)")
     parser.add_argument("--vendor", help="vendor id in hex (with --product, instead of ID)")

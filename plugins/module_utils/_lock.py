@@ -18,7 +18,8 @@ import fcntl
 import os
 import time
 
-from ._errors import Busy, PermissionDenied
+from ._errors import Busy
+from ._files import open_own_file
 from ._limits import check
 
 DEFAULT_LOCK_PATH = "/run/onekvm/hardware.lock"
@@ -34,14 +35,9 @@ def hardware_lock(timeout: float = 30.0, path: str | None = None, poll: float = 
     """Hold the box-wide hardware lock; raise ``Busy`` if not free within ``timeout``."""
     check("lock_timeout", timeout)
     path = path or lock_path()
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except PermissionError as exc:
-        raise PermissionDenied(
-            "cannot open the hardware lock %s: %s; run as root (become: true)" % (path, exc.strerror),
-            lock=path,
-        ) from None
+    # a regular file of ours, opened without following links: a link planted at the lock's
+    # place is refused instead of being truncated (PID written below) as root
+    fd = open_own_file(path)
     try:
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:

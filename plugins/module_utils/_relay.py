@@ -30,7 +30,8 @@ import json
 import os
 import time
 
-from ._errors import Busy, DeviceError, InvalidArgument, PermissionDenied
+from ._errors import Busy, DeviceError, InvalidArgument, OnekvmError, PermissionDenied
+from ._files import read_bounded, replace_own_file
 from ._limits import LIMITS, check
 from ._lock import hardware_lock
 from ._serialport import check_port_path, open_port, port_busy
@@ -47,6 +48,7 @@ MIN_DURATION = LIMITS["duration"].low
 MAX_DURATION = LIMITS["duration"].high
 DEFAULT_STATE_FILE = "/run/onekvm/relay-state.json"
 DEFAULT_LOCK_TIMEOUT = 30.0
+MAX_STATE_BYTES = 64 * 1024  # one small entry per relay port
 
 FRAME_START = 0xA0
 WRITE_TIMEOUT = 2.0
@@ -191,42 +193,38 @@ class StateRecord:
         self._save(data)
 
     def _load(self) -> dict:
+        """The record. A regular file of ours that does not hold one (corrupt, a JSON list) is
+        a warning and every channel is unknown; links, FIFOs, devices and files of others are refused."""
         if not self.path:
             return {}
         try:
-            with open(self.path) as f:
-                data = json.load(f)
-        except FileNotFoundError:
+            raw = read_bounded(self.path, MAX_STATE_BYTES)
+        except OnekvmError as exc:
+            raise type(exc)("cannot read the relay state file: %s" % exc.msg, state_file=self.path) from None
+        if raw is None:
             return {}
-        except PermissionError:
-            raise PermissionDenied("cannot read the relay state file %s: permission denied; run as root "
-                                   "(become: true)" % self.path, state_file=self.path) from None
-        except (OSError, ValueError) as exc:
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except ValueError as exc:
+            data, problem = None, "not JSON: %s" % exc
+        else:
+            problem = "not a JSON object of ports"
+        if not isinstance(data, dict) or not all(isinstance(entry, dict) for entry in data.values()):
             self.warnings.append("relay state file %s is unreadable (%s); treating every channel as unknown"
-                                 % (self.path, exc))
+                                 % (self.path, problem))
             return {}
-        return data if isinstance(data, dict) else {}
+        return data
 
     def _save(self, data: dict) -> None:
-        tmp = "%s.%d.tmp" % (self.path, os.getpid())
         try:
-            os.makedirs(os.path.dirname(self.path) or ".", mode=0o755, exist_ok=True)
-            with open(tmp, "w") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp, self.path)  # readers never see a half-written file
+            replace_own_file(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")  # readers never see half of it
+        except OnekvmError as exc:
+            raise type(exc)("cannot write the relay state file: %s (or disable the record: state_file empty)" % exc.msg,
+                            state_file=self.path) from None
         except OSError as exc:
-            _unlink(tmp)
             cls = PermissionDenied if isinstance(exc, PermissionError) else InvalidArgument
             raise cls("cannot write the relay state file %s: %s; fix the path, run as root, or disable the "
                       "record (state_file empty)" % (self.path, exc.strerror or exc), state_file=self.path) from None
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 # ---- the action ----------------------------------------------------------------------
