@@ -73,7 +73,7 @@ def test_refuses_what_kvmd_cannot_drive_unless_forced(sim, args):
     ({"usb_strings": {"product": "p" * 30}}, "30 bytes; the CH9329 keeps at most 23"),
     ({"address": 255, "force": True}, "broadcast address"),
     ({"connect_address": 255}, "broadcast address"),
-    ({"ready_timeout": 0}, "ready_timeout must be between"),
+    ({"ready_timeout": 0}, "ready_timeout must be a number from 0.1 to 120"),
     ({"packet_interval": 70000}, "packet_interval must be 0-65535"),
 ])
 def test_invalid_values_change_nothing(sim, args, words):
