@@ -369,6 +369,9 @@ def validate_changes(changes: dict) -> dict:
         if name == "usb_strings":
             value = validate_strings(value)
         out[name] = value
+    if out.get("custom_strings") is False and out.get("usb_strings"):
+        raise InvalidArgument("custom_strings: false turns the chip's own USB strings off, so usb_strings (%s) would "
+                              "never be shown; drop one of them" % ", ".join(sorted(out["usb_strings"])))
     return out
 
 

@@ -22,6 +22,7 @@ import tempfile
 from ._errors import InvalidArgument, PermissionDenied
 
 _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY
+READ_FIX = "give the path of a regular file"
 
 
 def _refuse(path: str, what: str, fix: str = "remove it", cls=InvalidArgument):
@@ -92,11 +93,11 @@ def read_bounded(path: str, limit: int) -> bytes | None:
         raise PermissionDenied("cannot read %s: %s; run as root (become: true)" % (path, exc.strerror), path=path) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise _refuse(path, "it is a symbolic link") from None
-        raise _refuse(path, exc.strerror or str(exc)) from None
+            raise _refuse(path, "it is a symbolic link", READ_FIX) from None
+        raise _refuse(path, exc.strerror or str(exc), READ_FIX) from None
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise _refuse(path, "it is not a regular file")
+            raise _refuse(path, "it is not a regular file", READ_FIX)
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise InvalidArgument("%s is larger than %d bytes; it is not one of ours: remove it" % (path, limit), path=path)

@@ -346,9 +346,9 @@ def list_devices(sysfs_root: str = SYSFS_ROOT, dev_root: str = DEV_ROOT) -> list
     devices_dir = _devices_dir(sysfs_root)
     try:
         names = os.listdir(devices_dir)
-    except FileNotFoundError:
-        raise MissingDependency("%s does not exist: this system has no USB support in sysfs" % devices_dir,
-                                path=devices_dir) from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise MissingDependency("%s does not exist (or is not a directory): this system has no USB support in sysfs"
+                                % devices_dir, path=devices_dir) from None
     except PermissionError:
         raise PermissionDenied("cannot read %s: %s" % (devices_dir, ROOT_HINT), path=devices_dir) from None
     devices = []

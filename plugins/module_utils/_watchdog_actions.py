@@ -123,7 +123,7 @@ def find_processes(patterns: list, proc_root: str = "/proc") -> list:
     """PIDs whose command line starts with one of ``patterns`` (or whose program is named so)."""
     found = []
     for entry in os.listdir(proc_root):
-        if not entry.isdigit() or int(entry) == os.getpid():
+        if not entry.isdigit() or int(entry) in (1, os.getpid(), os.getppid()):  # never init, us or our parent
             continue
         try:
             with open(os.path.join(proc_root, entry, "cmdline"), "rb") as f:

@@ -15,6 +15,7 @@ import re
 
 from . import _ustreamer
 from ._errors import InvalidArgument, NotFound, PermissionDenied
+from ._files import read_bounded
 from ._limits import check
 
 
@@ -57,6 +58,7 @@ DEFAULTS = {
     "metrics_file": DEFAULT_METRICS_FILE,  # "" disables the textfile
     "systemd_watchdog_sec": 0.0,  # the unit's WatchdogSec (0: none), so settings that cannot fit are refused
 }
+MAX_CONFIG_BYTES = 1024 * 1024  # the rendered config is about 1 KiB
 MIN_WATCHDOG_SEC = 2.0  # pings go out every WatchdogSec / 4 from a loop that looks at the clock each 0.5 s
 
 USB_ID_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{4}$")
@@ -107,11 +109,16 @@ class Config(collections.namedtuple("Config", sorted(DEFAULTS))):
 def load_config(path: str = DEFAULT_CONFIG_PATH) -> Config:
     """Read and validate the JSON config file; raise a clear error naming what is wrong."""
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
+        text = read_bounded(path, MAX_CONFIG_BYTES)  # a regular file, links not followed, bounded
+        if text is None:
+            raise FileNotFoundError(path)
+        raw = json.loads(text.decode("utf-8"))
     except FileNotFoundError:
         raise NotFound("watchdog config %s does not exist; render it with the onekvm.fleet.onekvm role" % path,
                        path=path) from None
+    except RecursionError:
+        raise InvalidArgument("watchdog config %s is nested too deeply to be a config; render it with the role" % path,
+                              path=path) from None
     except PermissionError:
         raise PermissionDenied("cannot read watchdog config %s: permission denied; run as root" % path,
                                path=path) from None
@@ -234,6 +241,11 @@ def _check_devices(values: dict) -> None:
         raise InvalidArgument("hid.device must be an absolute path like /dev/kvmd-hid, got %r" % values["hid"]["device"])
     if not values["streamer_patterns"] or not all(p.strip() for p in values["streamer_patterns"]):
         raise InvalidArgument("streamer_patterns must list at least one non-empty command prefix, e.g. 'kvmd/streamer:'")
+    for pattern in values["streamer_patterns"]:
+        if len(pattern.strip(" /")) < 3:
+            raise InvalidArgument("streamer_patterns entry %r would match almost every process (the restart step "
+                                  "signals what it matches); give the streamer's command prefix, e.g. 'kvmd/streamer:'"
+                                  % pattern)
 
 
 def _check_ladder(values: dict) -> None:

@@ -106,4 +106,3 @@ def test_test_options_are_not_honoured_through_sudo(args):
     res = run_cli(*args, env={"SUDO_UID": "1000", "SUDO_USER": "kvmd"})
     assert res.returncode == 2, (res.returncode, res.stderr)
     assert "is not honoured through sudo" in res.stderr and "Traceback" not in res.stderr
-
