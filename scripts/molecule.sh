@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the role's molecule scenarios in the locally built systemd container image.
-#   scripts/molecule.sh [scenario ...]      (default: default failures)
+#   scripts/molecule.sh [scenario ...]      (default: default failures one-kvm)
 # Expects the environment from `source "$(scripts/setup.sh)"`. Builds (or reuses) the image
 # with tests/testbed/container-image.sh; one container at a time (2-core machines).
 set -euo pipefail
@@ -15,7 +15,7 @@ if ! ansible-galaxy collection list onekvm.fleet >/dev/null 2>&1; then
   exit 2
 fi
 SCENARIOS=("$@")
-((${#SCENARIOS[@]})) || SCENARIOS=(default failures)
+((${#SCENARIOS[@]})) || SCENARIOS=(default failures one-kvm)
 JUNIT=$ROOT/tests/output/junit/molecule
 mkdir -p "$JUNIT"
 cd "$ROOT"

@@ -70,13 +70,19 @@ options:
         type: bool
         default: false
       switch:
-        description: Show a switch (kvmd's C(switch)); buttons that only pulse keep the default V(false).
+        description:
+          - Show a switch (kvmd's C(switch)); buttons that only pulse keep the default V(false).
+          - Refused for V(cmd) buttons, whose state kvmd always reads as off (the switch would never turn on).
+          - A V(hidrelay) switch without a pulse shows no text of its own in the web UI, so its label is put in front of it.
         type: bool
         default: false
       pulse:
         description:
           - kvmd's pulse settings, a dictionary with C(delay), C(min_delay), C(max_delay) (seconds), or V(false) for no pulse.
-          - Omitted means kvmd's default pulse.
+          - Omitted means kvmd's default pulse (0.1 s).
+          - kvmd sends C(min(max(delay, min_delay), max_delay)) with C(min_delay) and C(max_delay) 0.1 s unless set, so the
+            filter renders C(min_delay) and C(max_delay) around the C(delay) asked for (C(delay=5) is a 5 s pulse, not 0.1 s).
+            A C(min_delay) above the delay, a C(max_delay) below it, or a delay below 0.1 s is refused.
         type: raw
       inverted:
         description: Invert the channel's logic (kvmd's C(inverted)).
@@ -95,9 +101,8 @@ options:
         type: float
         default: 0.5
       port:
-        description: For V(relay), the relay's serial port, a plain path under C(/dev/) (no C(..) parts).
+        description: For V(relay), the relay's serial port, a plain path under C(/dev/) (no C(..) parts). Default O(relay_port).
         type: str
-        default: /dev/onekvm-relay
       device:
         description: For V(hidrelay), the relay's C(/dev/hidrawN) path (a stable udev name is best).
         type: str
@@ -131,6 +136,10 @@ options:
     description: Directory of the root buttons' wrappers (root-owned, one file per button, named after it).
     type: str
     default: /usr/local/lib/onekvm/buttons
+  relay_port:
+    description: The serial port of V(relay) buttons that set no O(_input[].port) (the role passes C(/dev/) + C(onekvm_relay_symlink)).
+    type: str
+    default: /dev/onekvm-relay
 """
 
 EXAMPLES = r"""
@@ -197,6 +206,8 @@ RELAY_BOARD_SIZES = (1, 2, 4, 8)
 ONEKVM_BIN = "/usr/local/bin/onekvm"
 SUDO_BIN = "/usr/bin/sudo"
 BUTTON_DIR = "/usr/local/lib/onekvm/buttons"
+RELAY_PORT = "/dev/onekvm-relay"
+KVMD_MIN_PULSE = 0.1  # kvmd's default delay, min_delay and max_delay, and the least min/max_delay it accepts
 
 
 class _Item:
@@ -301,6 +312,12 @@ def _number(where, value, what, low, high=None, integer=False):
 
 
 def _pulse(where, raw):
+    """kvmd's pulse settings, rendered so that the pulse kvmd sends is the delay asked for.
+
+    kvmd sends min(max(delay, min_delay), max_delay) (pikvm/kvmd kvmd/apps/kvmd/ugpio.py) with
+    the defaults 0.1, 0.1 and 0.1, and min_delay/max_delay must be at least 0.1
+    (kvmd/apps/_scheme.py): a bare ``delay: 5`` would be a 0.1 s tap.
+    """
     if "pulse" not in raw or raw["pulse"] is None:
         return None
     pulse = raw["pulse"]
@@ -308,18 +325,44 @@ def _pulse(where, raw):
         return {"delay": 0}
     if not isinstance(pulse, dict) or not pulse or set(pulse) - set(PULSE_KEYS):
         _fail(where, "pulse must be false or a dict with delay, min_delay, max_delay, got %r" % (pulse,), "Fix the pulse setting.")
-    result = {key: _number(where, pulse[key], "pulse." + key, 0) for key in PULSE_KEYS if key in pulse}
-    if "min_delay" in result and "max_delay" in result and result["min_delay"] > result["max_delay"]:
+    given = {key: _number(where, pulse[key], "pulse." + key, 0) for key in PULSE_KEYS if key in pulse}
+    for key in ("min_delay", "max_delay"):
+        if key in given and given[key] < KVMD_MIN_PULSE:
+            _fail(where, "pulse.%s must be at least %s (kvmd refuses less), got %r" % (key, KVMD_MIN_PULSE, given[key]),
+                  "Raise it or leave it out.")
+    if "min_delay" in given and "max_delay" in given and given["min_delay"] > given["max_delay"]:
         _fail(where, "pulse.min_delay is above pulse.max_delay", "Swap or fix them.")
-    return result
+    delay = given.get("delay", KVMD_MIN_PULSE)
+    if not delay:
+        return {"delay": 0}
+    asked = "the delay %s%s" % (delay, "" if "delay" in given else " (kvmd's default)")
+    if delay < KVMD_MIN_PULSE:
+        _fail(where, "pulse.delay %s is too short: the shortest pulse kvmd sends is %s s" % (delay, KVMD_MIN_PULSE),
+              "Use a delay of at least %s, or pulse: false for no pulse." % KVMD_MIN_PULSE)
+    if given.get("min_delay", delay) > delay:
+        _fail(where, "pulse.min_delay %s is above %s: kvmd would send a %s s pulse" % (given["min_delay"], asked, given["min_delay"]),
+              "Set delay to the pulse you want (at least min_delay) or lower min_delay.")
+    if given.get("max_delay", delay) < delay:
+        _fail(where, "pulse.max_delay %s is below %s: kvmd would send a %s s pulse" % (given["max_delay"], asked, given["max_delay"]),
+              "Raise max_delay to at least the delay, or leave it out.")
+    return {"delay": delay, "min_delay": given.get("min_delay", KVMD_MIN_PULSE), "max_delay": given.get("max_delay", delay)}
 
 
-def _output_scheme(where, raw, driver, pin):
+def _output_scheme(where, raw, driver, pin, reads_state=True):
     switch = _flag(where, raw, "switch", False)
     pulse = _pulse(where, raw)
+    if switch and not reads_state:
+        # the cmd driver's read() is always false (pikvm/kvmd kvmd/plugins/ugpio/cmd.py)
+        _fail(where, "switch: true on a command button: kvmd reads a command's state as always off, so the web UI "
+                     "would show a switch that never turns on (a click runs the command and the switch stays off)",
+              "Remove switch: true (the button then runs the command once per click); for a state lamp use kind: led.")
     if not switch and pulse is not None and not pulse.get("delay", 0.1):
         _fail(where, "switch is false and pulse is off: kvmd would treat it as a constant and show no button",
               "Enable the pulse or set switch: true.")
+    if switch and pulse is not None and not pulse["delay"] and _flag(where, raw, "hide", False):
+        # web/share/js/kvm/gpio.js: "hide" only marks the pulse button
+        _fail(where, "hide on a switch without a pulse: the web UI applies hide only to a pulse button, the switch "
+                     "would stay in the menu", "Remove hide, or give the output a pulse.")
     scheme = {"driver": driver, "pin": pin, "mode": "output", "switch": switch}
     if pulse is not None:
         scheme["pulse"] = pulse
@@ -328,12 +371,15 @@ def _output_scheme(where, raw, driver, pin):
     return scheme
 
 
-def _output_view(where, raw, channel):
+def _output_view(where, raw, channel, scheme):
     label = _text(where, raw, "label", channel)
     options = [opt for opt in ("confirm", "hide") if _flag(where, raw, opt, False)]
-    if options:
-        return ["%s|%s|%s" % (channel, ",".join(options), label)]
-    return ["%s|%s" % (channel, label)]
+    item = "%s|%s|%s" % (channel, ",".join(options), label) if options else "%s|%s" % (channel, label)
+    if scheme["switch"] and not scheme.get("pulse", {"delay": 0.1})["delay"]:
+        # web/share/js/kvm/gpio.js draws an output's text only on its pulse button: a switch-only
+        # output is a bare switch, so its label goes in front of it as a label item
+        return ["#" + label, item]
+    return [item]
 
 
 def _command_button(item, raw, sudo_bin, button_dir):
@@ -341,11 +387,11 @@ def _command_button(item, raw, sudo_bin, button_dir):
     sudo = _flag(item.where, raw, "sudo", False)
     argv = _argv(item.where, raw)
     item.driver = {"type": "cmd", "cmd": _sudo_driver(item, argv, sudo, sudo_bin, button_dir)}
-    item.scheme = _output_scheme(item.where, raw, item.driver_name, 0)
-    item.view = _output_view(item.where, raw, item.channel)
+    item.scheme = _output_scheme(item.where, raw, item.driver_name, 0, reads_state=False)
+    item.view = _output_view(item.where, raw, item.channel, item.scheme)
 
 
-def _relay_button(item, raw, sudo_bin, onekvm_bin, button_dir):
+def _relay_button(item, raw, sudo_bin, onekvm_bin, button_dir, relay_port):
     item.channel = item.driver_name = _name(item.where, raw)
     channel = _number(item.where, raw.get("channel"), "channel", 1, 8, integer=True)
     channels = raw.get("channels", min(count for count in RELAY_BOARD_SIZES if count >= channel))
@@ -353,10 +399,10 @@ def _relay_button(item, raw, sudo_bin, onekvm_bin, button_dir):
         _fail(item.where, "channels (the board's relay count) must be one of 1, 2, 4, 8 and at least channel %d, got %r" % (channel, channels),
               "Set channels to the number of relays on the board.")
     duration = _number(item.where, raw.get("duration", 0.5), "duration", 0.05, 10)
-    port = raw.get("port", "/dev/onekvm-relay")
+    port = raw.get("port", relay_port)
     if not isinstance(port, str) or not DEV_PATH_RE.match(port):
         _fail(item.where, "port must be the relay's /dev path, got %r" % (port,),
-              "Give its udev name (default /dev/onekvm-relay) or /dev/ttyUSBN (plain parts, no '..').")
+              "Give its udev name (default %s) or /dev/ttyUSBN (plain parts, no '..')." % relay_port)
     relay_cmd = [onekvm_bin, "relay", "pulse", "--channel", str(channel)]
     if channels != 1:
         relay_cmd += ["--channels", str(channels)]
@@ -364,8 +410,8 @@ def _relay_button(item, raw, sudo_bin, onekvm_bin, button_dir):
     sudo = _flag(item.where, raw, "sudo", True)
     argv = _argv(item.where, {"cmd": relay_cmd})
     item.driver = {"type": "cmd", "cmd": _sudo_driver(item, argv, sudo, sudo_bin, button_dir)}
-    item.scheme = _output_scheme(item.where, raw, item.driver_name, 0)
-    item.view = _output_view(item.where, raw, item.channel)
+    item.scheme = _output_scheme(item.where, raw, item.driver_name, 0, reads_state=False)
+    item.view = _output_view(item.where, raw, item.channel, item.scheme)
 
 
 def _hidrelay_button(item, raw):
@@ -379,7 +425,7 @@ def _hidrelay_button(item, raw):
     item.driver = {"type": "hidrelay", "device": device}
     pin = _number(item.where, raw.get("pin"), "pin", 0, 7, integer=True)
     item.scheme = _output_scheme(item.where, raw, item.driver_name, pin)
-    item.view = _output_view(item.where, raw, item.channel)
+    item.view = _output_view(item.where, raw, item.channel, item.scheme)
 
 
 def _led(item, raw, sudo_bin, button_dir):
@@ -398,7 +444,7 @@ def _led(item, raw, sudo_bin, button_dir):
         item.view.insert(0, "#" + _text(item.where, raw, "label", None))
 
 
-def _check_item(index, raw, onekvm_bin, sudo_bin, button_dir):
+def _check_item(index, raw, onekvm_bin, sudo_bin, button_dir, relay_port):
     where = _where(index, raw)
     if not isinstance(raw, dict):
         _fail(where, "expected a dict, got %r" % (raw,), "Describe each button as a dict with name, label, cmd, ...")
@@ -413,7 +459,7 @@ def _check_item(index, raw, onekvm_bin, sudo_bin, button_dir):
     if kind == "cmd":
         _command_button(item, raw, sudo_bin, button_dir)
     elif kind == "relay":
-        _relay_button(item, raw, sudo_bin, onekvm_bin, button_dir)
+        _relay_button(item, raw, sudo_bin, onekvm_bin, button_dir, relay_port)
     elif kind == "hidrelay":
         _hidrelay_button(item, raw)
     elif kind == "led":
@@ -427,7 +473,7 @@ def _check_item(index, raw, onekvm_bin, sudo_bin, button_dir):
     return item
 
 
-def check_buttons(buttons, onekvm_bin=ONEKVM_BIN, sudo_bin=SUDO_BIN, button_dir=BUTTON_DIR):
+def check_buttons(buttons, onekvm_bin=ONEKVM_BIN, sudo_bin=SUDO_BIN, button_dir=BUTTON_DIR, relay_port=RELAY_PORT):
     """Check every button and return them as _Item objects (raises AnsibleFilterError)."""
     if not isinstance(buttons, list):
         raise AnsibleFilterError("kvmd_gpio: the buttons must be a list, got %s. Give a list of dicts." % type(buttons).__name__)
@@ -435,7 +481,10 @@ def check_buttons(buttons, onekvm_bin=ONEKVM_BIN, sudo_bin=SUDO_BIN, button_dir=
         if not isinstance(path, str) or not CLEAN_PATH_RE.match(path):
             raise AnsibleFilterError("kvmd_gpio: %s %r is not a plain absolute path. Give the full path (letters, digits, "
                                      "_ . + @ : -, no '.' or '..' parts)." % (what, path))
-    items = [_check_item(index, raw, onekvm_bin, sudo_bin, button_dir) for index, raw in enumerate(buttons)]
+    if not isinstance(relay_port, str) or not DEV_PATH_RE.match(relay_port):
+        raise AnsibleFilterError("kvmd_gpio: relay_port %r is not a plain /dev path. Give the relay's udev name "
+                                 "(the role passes /dev/ + onekvm_relay_symlink)." % (relay_port,))
+    items = [_check_item(index, raw, onekvm_bin, sudo_bin, button_dir, relay_port) for index, raw in enumerate(buttons)]
     channels, drivers = {}, {}
     for item in items:
         if item.channel is not None:
@@ -451,9 +500,9 @@ def check_buttons(buttons, onekvm_bin=ONEKVM_BIN, sudo_bin=SUDO_BIN, button_dir=
     return items
 
 
-def kvmd_gpio(buttons, title=None, onekvm_bin=ONEKVM_BIN, sudo_bin=SUDO_BIN, button_dir=BUTTON_DIR):
+def kvmd_gpio(buttons, title=None, onekvm_bin=ONEKVM_BIN, sudo_bin=SUDO_BIN, button_dir=BUTTON_DIR, relay_port=RELAY_PORT):
     """The kvmd.gpio section for these buttons."""
-    items = check_buttons(buttons, onekvm_bin, sudo_bin, button_dir)
+    items = check_buttons(buttons, onekvm_bin, sudo_bin, button_dir, relay_port)
     section = {"drivers": {}, "scheme": {}, "view": {"table": []}}
     table = section["view"]["table"]
     for item in items:
@@ -474,13 +523,13 @@ def kvmd_gpio(buttons, title=None, onekvm_bin=ONEKVM_BIN, sudo_bin=SUDO_BIN, but
     return section
 
 
-def kvmd_gpio_sudoers(buttons, user, onekvm_bin=ONEKVM_BIN, sudo_bin=SUDO_BIN, button_dir=BUTTON_DIR):
+def kvmd_gpio_sudoers(buttons, user, onekvm_bin=ONEKVM_BIN, sudo_bin=SUDO_BIN, button_dir=BUTTON_DIR, relay_port=RELAY_PORT):
     """The root buttons, in order: name, the wrapper sudoers allows (without arguments) and the argv it runs."""
     if not isinstance(user, str) or not USER_RE.match(user):
         raise AnsibleFilterError("kvmd_gpio_sudoers: the kvmd user %r is not a plain user name (%s). Set onekvm_kvmd_user "
                                  "to the user kvmd runs as (kvmd on PiKVM and One-KVM)." % (user, USER_RE.pattern))
     return [{"name": item.channel, "wrapper": item.wrapper, "argv": item.sudo_argv}
-            for item in check_buttons(buttons, onekvm_bin, sudo_bin, button_dir) if item.sudo_argv]
+            for item in check_buttons(buttons, onekvm_bin, sudo_bin, button_dir, relay_port) if item.sudo_argv]
 
 
 class FilterModule:

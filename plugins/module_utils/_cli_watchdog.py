@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import signal
 
-from . import _watchdog
+from . import _kvmd, _watchdog
+from ._errors import NotFound
 
 
 def configure(command: str, parser) -> None:
@@ -63,7 +64,13 @@ class _StopFlag:
 
 
 def _status(path: str) -> dict:
-    state = _watchdog.read_state(path)  # a JSON object, or a clear error
+    reset_hid = _kvmd.reset_hid_outcome()
+    try:
+        state = _watchdog.read_state(path)  # a JSON object, or a clear error
+    except NotFound as exc:
+        if reset_hid:
+            exc.msg += "; Reset HID: %s" % reset_hid["summary"]
+        raise
     domains = _object(state.get("domains"))
     if len(domains) > 1:
         summary = "; ".join("%s %s" % (name, _summary(_object(d))) for name, d in domains.items())
@@ -78,6 +85,9 @@ def _status(path: str) -> dict:
     else:
         why = "is another process, not the watchdog that wrote this" if _watchdog.process_alive(pid) else "is gone"
         state["message"] = "watchdog: not running (pid %s %s); its last state: %s" % (_text(pid), why, summary)
+    state["reset_hid"] = reset_hid
+    if reset_hid:
+        state["message"] += "\nReset HID: " + reset_hid["summary"]
     return state
 
 

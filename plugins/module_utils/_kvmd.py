@@ -34,6 +34,9 @@ MAIN_CONFIGS = ("usr/lib/kvmd/main.yaml", "etc/kvmd/main.yaml")  # first that ex
 OVERRIDE_DIR = "etc/kvmd/override.d"
 OVERRIDE_FILE = "etc/kvmd/override.yaml"
 DEFAULT_UNITS = ("kvmd.service", "kvmd-hid.service")
+# The Reset HID button's work runs in this unit (the role's _onekvm_reset_hid_unit): outside kvmd's
+# cgroup, since stopping kvmd kills every process kvmd started (KillMode=mixed)
+RESET_HID_UNIT = "onekvm-reset-hid.service"
 KVMD_ROOT_ENV = "ONEKVM_KVMD_ROOT"  # tests point this at a fake config tree
 SYSTEMCTL_ENV = "ONEKVM_SYSTEMCTL"  # tests point this at a stand-in service manager
 
@@ -218,6 +221,12 @@ class ServiceManager:
     def is_active(self, unit: str) -> bool:
         return self._run("is-active", "--quiet", unit).returncode == 0
 
+    def show(self, unit: str, *props: str) -> dict:
+        """``systemctl show`` properties of ``unit`` (empty strings where systemd has none)."""
+        out = self._run("show", *["--property=%s" % prop for prop in props], unit).stdout
+        values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        return {prop: values.get(prop, "") for prop in props}
+
     def main_pid(self, unit: str) -> int:
         out = self._run("show", "--property=MainPID", "--value", unit).stdout.strip()
         return int(out) if out.isdigit() else 0
@@ -321,3 +330,25 @@ def _restart(manager: ServiceManager, units: list) -> None:
     if failures:
         raise DeviceError("could not start kvmd again after the exchange: %s; start it by hand "
                           "(systemctl start %s)" % ("; ".join(failures), " ".join(units)), units=units)
+
+
+def reset_hid_outcome(systemctl: str | None = None, unit: str = RESET_HID_UNIT) -> dict | None:
+    """How the last Reset HID run went (None where its unit is not installed), for ``onekvm status``."""
+    try:
+        props = ServiceManager(systemctl, timeout=10).show(unit, "LoadState", "ActiveState", "Result", "ExecMainStatus",
+                                                           "ExecMainStartTimestamp", "ExecMainExitTimestamp")
+    except (DeviceError, MissingDependency, PermissionDenied):
+        return None
+    if props["LoadState"] != "loaded":
+        return None
+    if props["ActiveState"] in ("activating", "deactivating"):
+        summary = "running since %s" % props["ExecMainStartTimestamp"]
+    elif not props["ExecMainStartTimestamp"]:
+        summary = "not run since boot"
+    elif props["Result"] == "success":
+        summary = "last run at %s succeeded" % props["ExecMainStartTimestamp"]
+    else:
+        summary = "last run at %s failed (%s, exit status %s): journalctl -u %s" % (
+            props["ExecMainStartTimestamp"], props["Result"], props["ExecMainStatus"] or "?", unit)
+    return {"unit": unit, "state": props["ActiveState"], "result": props["Result"], "summary": summary,
+            "started": props["ExecMainStartTimestamp"], "exited": props["ExecMainExitTimestamp"]}

@@ -29,7 +29,8 @@ events_logger = "file"
 CONF
 fi
 
-RECIPE=$( (cat "$0"; find "$HERE/container" -type f | sort | xargs cat) | sha256sum | cut -c1-12)
+RECIPE=$( (cat "$0" "$HERE/install-kvmd-standin.sh" "$HERE/kvmd_standin.py"; find "$HERE/container" -type f | sort | xargs cat) \
+  | sha256sum | cut -c1-12)
 IMAGE="localhost/onekvm-molecule:$RECIPE"
 if podman image exists "$IMAGE"; then echo "$IMAGE"; exit 0; fi
 
@@ -48,11 +49,12 @@ ROOTFS="$WORK/rootfs"
 cp -a "$BASE/rootfs" "$ROOTFS"
 # the kvmd stand-in: service, `kvmd -m`, config directory (real kvmd is not installable here)
 cp -a "$HERE/container/." "$ROOTFS/"
+"$HERE/install-kvmd-standin.sh" "$ROOTFS"
 chroot "$ROOTFS" /bin/sh -e <<'CHROOT'
 useradd --system --no-create-home --home-dir /var/lib/kvmd --shell /usr/sbin/nologin kvmd
 install -d -o kvmd -g kvmd /var/lib/kvmd
 install -d /etc/kvmd/override.d
-chmod 755 /usr/bin/kvmd /usr/local/sbin/kvmd-standin-service /usr/local/bin/rw /usr/local/bin/ro
+chmod 755 /usr/local/bin/rw /usr/local/bin/ro
 systemctl enable kvmd.service >/dev/null 2>&1
 for u in apt-daily.timer apt-daily-upgrade.timer fstrim.timer e2scrub_all.timer e2scrub_reap.service \
          systemd-timesyncd.service getty@tty1.service console-getty.service; do

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.onekvm.fleet.plugins.filter.kvmd_gpio import FilterModule, kvmd_gpio, kvmd_gpio_sudoers
+from ansible_collections.onekvm.fleet.tests.testbed.kvmd_standin import effective_pulse, gpio_model, web_ui
 
 SEED_BUTTON = {
     "name": "toggle_switch",
@@ -87,7 +88,7 @@ def test_led_label_colour_layout_and_title():
         {"kind": "label", "label": "Server 1"},
         {"name": "host_up", "kind": "led", "cmd": ["/usr/bin/ping", "-c1", "192.0.2.1"], "color": "red", "label": "Up", "inline": True},
         {"kind": "separator"},
-        {"name": "reboot", "cmd": ["/sbin/reboot"], "sudo": True, "hide": True, "confirm": True, "switch": True},
+        {"name": "reboot", "cmd": ["/sbin/reboot"], "sudo": True, "hide": True, "confirm": True},
     ], title="Machines")
     assert gpio["drivers"]["host_up"] == {"type": "cmdret", "cmd": ["/usr/bin/ping", "-c1", "192.0.2.1"]}
     assert gpio["scheme"]["host_up"] == {"driver": "host_up", "pin": 0, "mode": "input"}
@@ -101,10 +102,11 @@ def test_led_label_colour_layout_and_title():
 def test_pulse_settings_and_switch():
     gpio = kvmd_gpio([
         {"name": "a", "cmd": ["/bin/true"], "pulse": {"delay": 1, "max_delay": 5}},
-        {"name": "b", "cmd": ["/bin/true"], "pulse": False, "switch": True, "inverted": True},
+        {"name": "b", "kind": "hidrelay", "device": "/dev/hidraw0", "pin": 1, "pulse": False, "switch": True, "inverted": True},
     ])
-    assert gpio["scheme"]["a"]["pulse"] == {"delay": 1, "max_delay": 5}
-    assert gpio["scheme"]["b"] == {"driver": "b", "pin": 0, "mode": "output", "switch": True, "pulse": {"delay": 0}, "inverted": True}
+    assert gpio["scheme"]["a"]["pulse"] == {"delay": 1, "min_delay": 0.1, "max_delay": 5}
+    assert gpio["scheme"]["b"] == {"driver": "hidrelay_hidraw0", "pin": 1, "mode": "output", "switch": True, "pulse": {"delay": 0},
+                                   "inverted": True}
 
 
 def test_empty_list_gives_an_empty_but_complete_section():
@@ -213,3 +215,99 @@ def test_every_channel_has_its_driver_and_exactly_one_place_in_the_view(entries)
     assert sorted(gpio["scheme"]) == sorted(entry[0] for entry in entries)
     for channel, scheme in gpio["scheme"].items():
         assert scheme["driver"] in gpio["drivers"], channel
+
+
+# ---- what kvmd will really do with the rendered section ------------------------------------
+# kvmd's model of the section (the test bed's kvmd stand-in, which follows pikvm/kvmd
+# kvmd/apps/kvmd/ugpio.py: effective pulse min(max(delay, min_delay), max_delay), defaults 0.1)
+# and what the web UI draws from it (web/share/js/kvm/gpio.js).
+def kvmd_effective_pulse(scheme):
+    return effective_pulse(scheme.get("pulse"))[0]
+
+
+def drawn(gpio):
+    return web_ui(gpio_model(gpio))
+
+
+@pytest.mark.parametrize("pulse, effective", [
+    ({"delay": 5}, 5),                                   # an ATX long press: not a 0.1 s tap
+    ({"delay": 0.5}, 0.5),
+    ({"delay": 2, "max_delay": 10}, 2),
+    ({"delay": 3, "min_delay": 1}, 3),
+    ({"delay": 0.1}, 0.1),
+    (None, 0.1),                                         # kvmd's default pulse
+])
+def test_the_pulse_kvmd_sends_is_the_delay_asked_for(pulse, effective):
+    for kind in ({"cmd": ["/bin/true"]}, {"kind": "hidrelay", "device": "/dev/hidraw0", "pin": 0},
+                 {"kind": "relay", "channel": 1}):
+        button = dict(kind, name="power")
+        if pulse is not None:
+            button["pulse"] = pulse
+        scheme = kvmd_gpio([button])["scheme"]["power"]
+        assert kvmd_effective_pulse(scheme) == pytest.approx(effective), scheme
+
+
+@pytest.mark.parametrize("pulse, message", [
+    ({"delay": 5, "max_delay": 2}, r"button 'a'.*max_delay 2 is below the delay 5: kvmd would send a 2 s pulse"),
+    ({"delay": 1, "min_delay": 3}, r"button 'a'.*min_delay 3 is above the delay 1: kvmd would send a 3 s pulse"),
+    ({"min_delay": 2}, r"button 'a'.*min_delay 2 is above the delay 0.1 \(kvmd's default\)"),
+    ({"delay": 0.05}, r"button 'a'.*shortest pulse kvmd sends is 0.1 s"),
+    ({"delay": 1, "max_delay": 0.05}, r"button 'a'.*max_delay must be at least 0.1"),
+])
+def test_pulse_bounds_that_contradict_the_delay_are_refused(pulse, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        kvmd_gpio([{"name": "a", "cmd": ["/bin/true"], "pulse": pulse}])
+
+
+@pytest.mark.parametrize("button, message", [
+    # the cmd driver's read() is always false (pikvm/kvmd kvmd/plugins/ugpio/cmd.py)
+    ({"name": "a", "cmd": ["/bin/true"], "switch": True},
+     r"button 'a'.*switch that never turns on.*Remove switch: true"),
+    ({"name": "a", "cmd": ["/bin/true"], "switch": True, "pulse": False}, r"button 'a'.*switch that never turns on"),
+    # web/share/js/kvm/gpio.js draws the hide mark only on a pulse button
+    ({"name": "h", "kind": "hidrelay", "device": "/dev/hidraw0", "pin": 0, "switch": True, "pulse": False, "hide": True},
+     r"button 'h'.*hide.*only.*pulse button"),
+])
+def test_buttons_the_web_ui_cannot_show_as_meant_are_refused(button, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        kvmd_gpio([button])
+
+
+def test_a_switch_only_relay_gets_its_label_drawn_next_to_it():
+    # gpio.js draws an output's text only on its pulse button: a switch-only output would be a bare switch
+    gpio = kvmd_gpio([{"name": "fan", "kind": "hidrelay", "device": "/dev/hidraw0", "pin": 0, "switch": True,
+                       "pulse": False, "label": "Fan", "confirm": True}])
+    assert gpio["view"]["table"] == [["#Fan", "fan|confirm|Fan"]]
+    assert drawn(gpio) == [[{"label": "Fan"}, {"channel": "fan", "confirm": True, "switch": "on/off"}]]
+
+
+def test_every_kind_shows_in_the_web_ui_as_meant():
+    gpio = kvmd_gpio([
+        {"kind": "label", "label": "Server 1"},
+        {"name": "power", "cmd": ["/bin/true"], "label": "Power", "confirm": True, "pulse": {"delay": 5}, "inline": True},
+        {"name": "kvm", "kind": "relay", "channel": 2, "label": "KVM", "hide": True},
+        {"name": "atx", "kind": "hidrelay", "device": "/dev/hidraw0", "pin": 1, "label": "ATX", "switch": True,
+         "pulse": {"delay": 0.5}},
+        {"kind": "separator"},
+        {"name": "up", "kind": "led", "cmd": ["/bin/true"], "label": "Up", "color": "red"},
+    ], title="Machines")
+    assert drawn(gpio) == [
+        [{"label": "Server 1"}, {"channel": "power", "confirm": True, "button": "Power", "pulse": 5.0, "hide": False}],
+        [{"channel": "kvm", "confirm": False, "button": "KVM", "pulse": 0.1, "hide": True}],
+        [{"channel": "atx", "confirm": False, "switch": "on/off", "button": "ATX", "pulse": 0.5, "hide": False}],
+        None,
+        [{"label": "Up"}, {"lamp": "up", "color": "red"}],
+    ]
+    assert gpio_model(gpio)["view"]["header"]["title"] == [{"type": "label", "text": "Machines"}]
+
+
+def test_relay_buttons_use_the_relay_port_given():
+    relay = [{"name": "r", "kind": "relay", "channel": 1}]
+    assert kvmd_gpio_sudoers(relay, user="kvmd", relay_port="/dev/kvm-relay")[0]["argv"] == [
+        "/usr/local/bin/onekvm", "relay", "pulse", "--channel", "1", "--duration", "0.5", "--port", "/dev/kvm-relay"]
+    unrooted = kvmd_gpio([dict(relay[0], sudo=False)], relay_port="/dev/kvm-relay")
+    assert unrooted["drivers"]["r"]["cmd"][-2:] == ["--port", "/dev/kvm-relay"]
+    own = kvmd_gpio_sudoers([dict(relay[0], port="/dev/ttyUSB3")], user="kvmd", relay_port="/dev/kvm-relay")
+    assert own[0]["argv"][-1] == "/dev/ttyUSB3"
+    with pytest.raises(AnsibleFilterError, match="relay_port 'kvm-relay' is not a plain /dev path"):
+        kvmd_gpio(relay, relay_port="kvm-relay")
