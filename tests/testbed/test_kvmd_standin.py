@@ -157,7 +157,7 @@ def test_hid_loop_holds_the_port_and_polls_get_info_about_every_tenth_second():
         polls = [entry for entry in sim.log if entry[1] == "57 ab 00 01 00 03"]
         hid.stopped.set()
         assert hid.online
-        assert 8 <= len(polls) <= 20, len(polls)  # ~0.1 s apart plus the wire time at 9600 baud
+        assert 5 <= len(polls) <= 20, len(polls)  # ~0.1 s apart plus the wire time at 9600 baud (a 2 s back-off gives 1)
 
 
 def test_hid_loop_goes_offline_and_backs_off_on_a_silent_chip():
