@@ -28,7 +28,7 @@ kvmd 4.94 from its ``python`` branch where the two differ):
 
 ``kvmd --standin-gpio-model``
     Prints (JSON) the GPIO model kvmd builds from the merged config, as ``GET /api/gpio``
-    returns it: ``kvmd/apps/kvmd/ugpio.py`` (effective pulse ``min(max(delay, min_delay),
+    (on kvmd's socket ``GET /gpio``) returns it: ``kvmd/apps/kvmd/ugpio.py`` (effective pulse ``min(max(delay, min_delay),
     max_delay)``, outputs that neither switch nor pulse are left out, view items split on ``|``
     at most twice, unknown channels dropped). ``web_ui(model)`` says what
     ``web/share/js/kvm/gpio.js`` draws from it.
@@ -44,9 +44,10 @@ kvmd 4.94 from its ``python`` branch where the two differ):
       group, its output logged, and waits for it; a non-zero exit logs "Can't run custom
       command" (``kvmd/plugins/ugpio/cmd.py``, ``kvmd/aioproc.py``). ``cmdret`` inputs read
       as "exit code 0" (``kvmd/plugins/ugpio/cmdret.py``);
-    * ``/run/kvmd/kvmd.sock`` answers ``GET /api/gpio``, ``POST /api/gpio/pulse?channel=&wait=``
-      (delay clamped like kvmd's) and ``GET /api/hid`` (``online``), as kvmd's API does (no auth:
-      only root and kvmd reach the socket);
+    * ``/run/kvmd/kvmd.sock`` answers ``GET /gpio``, ``POST /gpio/pulse?channel=&wait=`` (delay
+      clamped like kvmd's) and ``GET /hid`` (``online``): kvmd's own routes on its socket
+      (``kvmd/apps/kvmd/api/ugpio.py``, ``api/hid.py``; nginx maps ``/api/...`` to them). The
+      ``X-KVMD-User``/``X-KVMD-Passwd`` headers kvmd checks are not checked here;
     * with ``--streamer``: ustreamer on ``/run/kvmd/ustreamer.sock``, titled like kvmd's streamer
       process and started again about a second after it exits.
 
@@ -517,16 +518,16 @@ class Api:
                          b"Connection: close\r\n\r\n%s" % (status, len(body), body))
 
     def route(self, method, path, query):
-        if method == "GET" and path == "/api/gpio":
+        if method == "GET" and path == "/gpio":
             return 200, {"model": self.gpio.model, "state": self.gpio.state()}
-        if method == "POST" and path == "/api/gpio/pulse":
+        if method == "POST" and path == "/gpio/pulse":
             try:
                 delay = float(query.get("delay", 0))
             except ValueError:
                 return 400, {"error": "ValidatorError"}
             status, error = self.gpio.pulse(query.get("channel", ""), delay, query.get("wait", "0") in ("1", "true"))
             return status, ({"error": error} if error else {})
-        if method == "GET" and path == "/api/hid":
+        if method == "GET" and path == "/hid":
             return 200, {"online": bool(self.hid and self.hid.online), "busy": False}
         return 404, {"error": "NotFound"}
 

@@ -180,10 +180,10 @@ def test_a_pulse_runs_the_command_as_the_services_child_and_waits(tmp_path):
                              "pulse": {"delay": 0.2, "min_delay": 0.1, "max_delay": 0.2}}}, "view": {"table": [["b"]]}}
     api = kvmd.Api(kvmd.Gpio(gpio), None)
     start = time.monotonic()
-    assert api.route("POST", "/api/gpio/pulse", {"channel": "b", "wait": "1", "delay": "9"}) == (200, {})
+    assert api.route("POST", "/gpio/pulse", {"channel": "b", "wait": "1", "delay": "9"}) == (200, {})
     elapsed = time.monotonic() - start
     assert marker.read_text().strip() == str(os.getpid())  # the command's parent is the service itself
     assert 0.5 <= elapsed < 2, elapsed  # the command (0.3 s), then the clamped delay (0.2 s, not 9)
-    assert api.route("POST", "/api/gpio/pulse", {"channel": "nope"})[0] == 400
-    status, result = api.route("GET", "/api/gpio", {})
+    assert api.route("POST", "/gpio/pulse", {"channel": "nope"})[0] == 400
+    status, result = api.route("GET", "/gpio", {})
     assert status == 200 and result["model"]["scheme"]["outputs"]["b"]["pulse"]["delay"] == 0.2
