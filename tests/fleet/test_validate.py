@@ -85,8 +85,9 @@ def test_example_inventory_passes_without_any_box(example):
     assert "onekvm.fleet.validate: 5 hosts, 5 pass, 0 fail" in done.stdout
     summary = (workdir / "out" / "summary.md").read_text()
     for host in ("kvm-a01", "kvm-a02", "kvm-a03", "kvm-b01", "kvm-b02"):
-        # gpio.yaml, sudoers, udev, the box command, Reset HID, watchdog config and unit, a wrapper per root button
-        assert re.search(r"^ok +%s: 9 files checked" % host, summary, re.M), summary
+        # gpio.yaml, sudoers, udev, the box command, Reset HID (button command, job, unit), watchdog config and unit,
+        # a wrapper per root button
+        assert re.search(r"^ok +%s: 11 files checked" % host, summary, re.M), summary
 
 
 def test_rendered_files_are_what_the_box_gets(example):
@@ -114,7 +115,8 @@ def test_junit_report_has_a_case_per_host_and_file(example):
     cases = {(c.get("classname"), c.get("name")) for c in suite.iter("testcase")}
     assert ("kvm-a01", "/etc/sudoers.d/onekvm: visudo") in cases
     assert ("kvm-b02", "/etc/systemd/system/onekvm-watchdog.service: systemd-unit") in cases
-    assert len(cases) == 5 * 9
+    assert ("kvm-b02", "/etc/systemd/system/onekvm-reset-hid.service: systemd-unit") in cases
+    assert len(cases) == 5 * 11
 
 
 def test_a_broken_inventory_fails_naming_host_and_what_to_change(broken):
