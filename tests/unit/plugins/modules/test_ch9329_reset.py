@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import codecs
 import fcntl
 import importlib
 import multiprocessing
@@ -154,6 +155,8 @@ def test_permission_denied(sim, monkeypatch):
     # load lazy imports (Ansible's, pyserial) while still root: the test venv is readable by root only
     run({"port": sim.port, "retries": -1})
     importlib.import_module("serial")
+    for name in ("ascii", "latin-1", "utf-8"):  # codecs load lazily too (pyserial and Ansible ask for ascii)
+        codecs.lookup(name)
     proc = ctx.Process(target=as_nobody)
     proc.start()
     result = queue.get(timeout=30)
