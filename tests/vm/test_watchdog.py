@@ -248,7 +248,7 @@ def test_invalid_config_fails_once(clean):
         assert unit_prop(box, "ActiveState") == "failed" and unit_prop(box, "NRestarts") == restarts
         assert unit_prop(box, "ExecMainStatus") == "2"
         log = box.run("journalctl -u %s -n 20 --no-pager -o cat" % UNIT).stdout
-        assert "interval must be greater than 0" in log
+        assert "interval must be a number from 0.5 to 3600" in log, log  # worded by _limits.LIMITS
     finally:
         box.run("cat > %s" % CONFIG, input=good)
         box.run("systemctl reset-failed %s; systemctl start %s" % (UNIT, UNIT))
