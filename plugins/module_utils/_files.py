@@ -115,6 +115,11 @@ def replace_own_file(path: str, text: str, mode: int = 0o644) -> None:
         if not stat.S_ISREG(st.st_mode):
             raise _refuse(path, "it is not a regular file")
         _check_ours(path, st, "file")
+    write_new_then_rename(directory, path, text, mode)
+
+
+def write_new_then_rename(directory: str, path: str, text: str, mode: int) -> None:
+    """Write ``text`` into a new file in ``directory`` and rename it over ``path``: readers see old or new, never half."""
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)  # O_EXCL: created new
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -12,9 +12,9 @@ import json
 import os
 import stat
 import sys
-import tempfile
 
 from ._errors import InvalidArgument, NotFound, PermissionDenied
+from ._files import write_new_then_rename
 from ._watchdog_config import DEFAULT_STATE_FILE, Config
 from ._watchdog_ladder import ACTED, FAILED, SKIPPED, STATUSES
 
@@ -23,18 +23,7 @@ def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
     """Replace ``path`` so readers see the old or the new content, never half of it."""
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_new_then_rename(directory, path, text, mode)
 
 
 def render_metrics(state: dict, config: Config) -> str:
