@@ -113,11 +113,11 @@ def test_refused_connection_means_not_running(tmp_path):
 
 
 def test_slow_answer_times_out(server):
-    server.answer = {"body": recorded("ustreamer-state-online.json"), "delay": 1.0}
+    server.answer = {"body": recorded("ustreamer-state-online.json"), "delay": 5.0}
     start = time.monotonic()
     with pytest.raises(Timeout) as info:
         _ustreamer.get_state(server.path, timeout=0.2)
-    assert time.monotonic() - start < 0.9
+    assert time.monotonic() - start < 4  # gave up long before the answer came
     assert "did not answer" in info.value.msg
 
 

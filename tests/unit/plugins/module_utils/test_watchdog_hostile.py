@@ -83,7 +83,7 @@ def test_service_starts_when_the_state_file_is_dev_zero(tmp_path):
     service, out = service_for(tmp_path, state_file, probes={"capture": lambda cfg: (True, "fine")})
     began = time.monotonic()
     service.start()
-    assert time.monotonic() - began < 1
+    assert time.monotonic() - began < 10  # the old code read /dev/zero until memory ran out
     assert [e["event"] for e in journal(out)][:2] == ["state_ignored", "started"]
     assert "not a regular file" in journal(out)[0]["error"]
 
