@@ -48,3 +48,10 @@ def test_a_broken_file_is_a_failure_not_a_pass(tmp_path: Path) -> None:
 
 def test_no_files_count_nothing(tmp_path: Path) -> None:
     assert run(str(tmp_path)).stdout.split() == ["0", "0", "0"]
+
+
+def test_failed_cases_are_named_with_their_message(tmp_path: Path) -> None:
+    (tmp_path / "a.xml").write_text(PYTEST_LIKE, encoding="utf-8")
+    (tmp_path / "cut.xml").write_text("<testsuites>", encoding="utf-8")
+    lines = run("--failed", str(tmp_path)).stdout.splitlines()
+    assert lines == ["a::bad: x", "a::err: y", f"{tmp_path / 'cut.xml'}: unreadable"]
