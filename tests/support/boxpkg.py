@@ -9,7 +9,9 @@ directory holding an ``onekvm`` symlink to it gives the same import layout.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,13 +19,23 @@ import tempfile
 MODULE_UTILS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "plugins", "module_utils"))
 
 
+_ROOTS = {}  # pid -> this process's package root
+
+
 def package_root() -> str:
-    """A directory whose ``onekvm`` entry is the box package (created once per process)."""
-    root = os.path.join(tempfile.gettempdir(), "onekvm-boxpkg-%d" % os.getpid())
-    link = os.path.join(root, "onekvm")
-    if not os.path.islink(link):
-        os.makedirs(root, exist_ok=True)
-        os.symlink(MODULE_UTILS, link)
+    """A directory whose ``onekvm`` entry is this checkout's box package (one per process).
+
+    Made afresh with a unique name and removed at exit: a directory named after the pid
+    could be one a finished run left behind, its link pointing at a tree that is gone or
+    at another checkout's code.
+    """
+    pid = os.getpid()
+    root = _ROOTS.get(pid)
+    if root is None or os.path.realpath(os.path.join(root, "onekvm")) != os.path.realpath(MODULE_UTILS):
+        root = tempfile.mkdtemp(prefix="onekvm-boxpkg-")
+        os.symlink(MODULE_UTILS, os.path.join(root, "onekvm"))
+        _ROOTS[pid] = root
+        atexit.register(shutil.rmtree, root, True)
     return root
 
 
