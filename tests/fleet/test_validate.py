@@ -108,6 +108,44 @@ def test_rendered_files_are_what_the_box_gets(example):
     assert os.access(box / "usr/local/sbin/onekvm-reset-hid", os.X_OK)
 
 
+def fake_systemctl(tmp_path, active):
+    """A systemctl that logs its calls and answers is-active with ``active`` (the edge: no systemd here)."""
+    (tmp_path / "bin").mkdir()
+    log = tmp_path / "calls"
+    script = tmp_path / "bin" / "systemctl"
+    script.write_text('#!/bin/sh\necho "$*" >>%s\n[ "$1" != is-active ] || exit %d\n' % (log, 0 if active else 3))
+    script.chmod(0o755)
+    return dict(os.environ, PATH="%s:%s" % (tmp_path / "bin", os.environ["PATH"])), log
+
+
+@pytest.mark.parametrize("kvmd_was_active, kvmd_active_now, started", [
+    (True, False, True),  # the reset stopped kvmd and died before it could start it again
+    (True, True, False),  # the reset brought kvmd back itself
+    (False, False, False),  # kvmd was not running when the reset began: left as it was
+])
+def test_reset_hid_unit_brings_kvmd_back_however_the_job_ends(example, tmp_path, kvmd_was_active, kvmd_active_now,
+                                                              started):
+    workdir, done = example
+    box = workdir / "out" / "kvm-a03"
+    unit = (box / "etc/systemd/system/onekvm-reset-hid.service").read_text()
+    job = "/usr/local/lib/onekvm/reset-hid-job"
+    # systemd runs ExecStopPost= however the service ended (success, failure, timeout, a kill): systemd.service(5)
+    assert "ExecStopPost=%s --bring-kvmd-back" % job in unit.splitlines()
+    assert "RuntimeDirectory=onekvm-reset-hid" in unit.splitlines()
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    env, log = fake_systemctl(tmp_path, kvmd_active_now)
+    env.update(RUNTIME_DIRECTORY=str(runtime), SERVICE_RESULT="signal")
+    if kvmd_was_active:  # what the job's start leaves behind when kvmd was running
+        (runtime / "kvmd-was-active").write_text("")
+    after = run(["sh", str(box / job.lstrip("/")), "--bring-kvmd-back"], env=env)
+    assert after.returncode == 0, after.stderr
+    calls = log.read_text().splitlines() if log.exists() else []
+    assert ("start kvmd" in calls) == started, calls
+    if started:
+        assert "ended (signal) with kvmd stopped: starting kvmd again" in after.stdout
+
+
 def test_junit_report_has_a_case_per_host_and_file(example):
     workdir, done = example
     suite = ET.parse(workdir / "junit.xml").getroot()
