@@ -34,6 +34,9 @@ LIMITS = {
     "retries": Limit(0, 10, True, "extra RESET attempts"),
     # serial relay (usb_relay module, onekvm relay, relay buttons)
     "duration": Limit(0.05, 10.0, False, "seconds a relay stays closed in a pulse"),
+    # kvmd's API (kvmd_gpio_channel / kvmd_gpio_info modules)
+    "kvmd_timeout": Limit(0.1, 120.0, False, "seconds to wait for kvmd's answer"),
+    "gpio_delay": Limit(0.0, HOUR, False, "seconds of a GPIO pulse asked for (0: the channel's own; kvmd clamps it)"),
     # the capture watchdog's config (the role's onekvm_watchdog_* variables)
     "interval": Limit(0.5, HOUR, False, "seconds between health checks"),
     "grace": Limit(0.0, DAY, False, "seconds a failure must last before the first action"),

@@ -17,7 +17,13 @@ MAX_BODY = 1024 * 1024  # the answers read here are a few hundred bytes; refuse 
 
 
 def http_get(socket_path: str, path: str, timeout: float, headers: dict | None = None, max_body: int = MAX_BODY) -> bytes:
-    """One HTTP/1.0 GET over the unix socket; the server closes the connection after answering.
+    """One HTTP/1.0 GET over the unix socket; the server closes the connection after answering."""
+    return http_request(socket_path, "GET", path, timeout, headers, max_body)
+
+
+def http_request(socket_path: str, method: str, path: str, timeout: float, headers: dict | None = None,
+                 max_body: int = MAX_BODY) -> bytes:
+    """One bodiless HTTP/1.0 request (GET, or a POST whose arguments are in the query string).
 
     A plain request rather than http.client: the watchdog runs for months on small boxes,
     and http.client loads the email package and ssl (about 6 MB more resident memory).
@@ -27,8 +33,9 @@ def http_get(socket_path: str, path: str, timeout: float, headers: dict | None =
         sock.settimeout(timeout)
         sock.connect(socket_path)
         extra = "".join("%s: %s\r\n" % item for item in sorted((headers or {}).items()))
-        sock.sendall(("GET %s HTTP/1.0\r\nHost: localhost\r\nAccept: application/json\r\n%s\r\n" % (path, extra))
-                     .encode("utf-8"))
+        length = "Content-Length: 0\r\n" if method != "GET" else ""
+        sock.sendall(("%s %s HTTP/1.0\r\nHost: localhost\r\nAccept: application/json\r\n%s%s\r\n"
+                      % (method, path, length, extra)).encode("utf-8"))
         chunks = []
         size = 0
         while size <= max_body:

@@ -54,6 +54,7 @@ chroot "$ROOTFS" /bin/sh -e <<'CHROOT'
 useradd --system --no-create-home --home-dir /var/lib/kvmd --shell /usr/sbin/nologin kvmd
 install -d -o kvmd -g kvmd /var/lib/kvmd
 install -d /etc/kvmd/override.d
+chown kvmd:kvmd /etc/kvmd/htpasswd
 chmod 755 /usr/local/bin/rw /usr/local/bin/ro
 systemctl enable kvmd.service >/dev/null 2>&1
 for u in apt-daily.timer apt-daily-upgrade.timer fstrim.timer e2scrub_all.timer e2scrub_reap.service \

@@ -44,10 +44,23 @@ kvmd 4.94 from its ``python`` branch where the two differ):
       group, its output logged, and waits for it; a non-zero exit logs "Can't run custom
       command" (``kvmd/plugins/ugpio/cmd.py``, ``kvmd/aioproc.py``). ``cmdret`` inputs read
       as "exit code 0" (``kvmd/plugins/ugpio/cmdret.py``);
-    * ``/run/kvmd/kvmd.sock`` answers ``GET /gpio``, ``POST /gpio/pulse?channel=&wait=`` (delay
-      clamped like kvmd's) and ``GET /hid`` (``online``): kvmd's own routes on its socket
-      (``kvmd/apps/kvmd/api/ugpio.py``, ``api/hid.py``; nginx maps ``/api/...`` to them). The
-      ``X-KVMD-User``/``X-KVMD-Passwd`` headers kvmd checks are not checked here;
+    * ``/run/kvmd/kvmd.sock`` answers ``GET /gpio`` (the model ``--standin-gpio-model`` prints, and
+      the state), ``POST /gpio/pulse?channel=&delay=&wait=`` (delay clamped like kvmd's),
+      ``POST /gpio/switch?channel=&state=&wait=`` and ``GET /hid`` (``online``): kvmd's own routes
+      on its socket (``kvmd/apps/kvmd/api/ugpio.py``, ``api/hid.py``; nginx maps ``/api/...`` to
+      them). Arguments are checked like kvmd's validators (``valid_ugpio_channel``, ``valid_bool``,
+      ``valid_float_f0``: 400 ``ValidatorError``); an unknown channel is 400
+      ``GpioChannelNotFoundError``, a switch or pulse the channel lacks 400 ``GpioSwitchNotSupported``
+      / ``GpioPulseNotSupported``, a busy channel 409 (``ugpio.py``, ``htserver.py``). Errors come as
+      ``{"ok": false, "result": {"error": name, "error_msg": text}}`` (``make_json_exception``);
+    * auth as ``api/auth.py`` ``check_request_auth`` does while ``kvmd.auth.enabled`` (default true):
+      an ``X-KVMD-User`` header must name a user of the htpasswd file (``kvmd.auth.internal.file``,
+      default ``/etc/kvmd/htpasswd``) with the ``X-KVMD-Passwd`` password, else 403 (a malformed user
+      name 400); without that header the peer's uid (``SO_PEERCRED``, ``_check_usc``) must be one of
+      ``kvmd.auth.usc.users`` (kvmd 4.197 adds ``kvmd_users``, default ``[root]``; One-KVM's 4.94 has
+      no such default), else 401. Cookies, basic auth, usc groups and 2FA are not modelled. The
+      htpasswd hashes checked are the ``{SSHA512}`` kvmd writes (``kvmd/crypto.py``: passlib's
+      ``ldap_salted_sha512``, base64 of sha512(password + salt) + salt), ``{SSHA256}`` and ``{SHA}``;
     * with ``--streamer``: ustreamer on ``/run/kvmd/ustreamer.sock``, titled like kvmd's streamer
       process and started again about a second after it exits.
 
@@ -56,6 +69,9 @@ kvmd 4.94 from its ``python`` branch where the two differ):
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -74,6 +90,9 @@ OVERRIDE_DIR = "/etc/kvmd/override.d"
 OVERRIDE = "/etc/kvmd/override.yaml"
 REJECT = "/etc/kvmd/standin-reject"
 SOCKET = "/run/kvmd/kvmd.sock"
+HTPASSWD = "/etc/kvmd/htpasswd"  # kvmd/plugins/auth/htpasswd.py: the default kvmd.auth.internal.file
+USER_RE = re.compile(r"^[a-z_]([a-z0-9@._-]*[a-z0-9_-])?$")  # validators/auth.py valid_user (at most 128)
+PASSWD_RE = re.compile(r"^[\x20-\x7e]*\Z")  # valid_passwd (at most 512)
 NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]*$")  # validators/ugpio.py valid_ugpio_driver
 CHANNEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.-]*$")  # valid_ugpio_channel
 # the pin modes each driver type offers (get_modes() of kvmd/plugins/ugpio/*.py)
@@ -417,13 +436,15 @@ class Gpio:
         self.model = gpio_model(gpio)
         self.busy = set()
         self.lock = threading.Lock()
+        self.switched = {}  # what a switch wrote, for the drivers that read it back (a cmd driver reads False)
 
     def _driver(self, channel):
         opts = self.gpio["scheme"][channel]
         return self.gpio.get("drivers", {}).get(opts.get("driver", "__gpio__"), {})
 
     def state(self):
-        outputs = {ch: {"online": True, "state": False, "busy": ch in self.busy} for ch in self.model["scheme"]["outputs"]}
+        outputs = {ch: {"online": True, "state": self.switched.get(ch, False), "busy": ch in self.busy}
+                   for ch in self.model["scheme"]["outputs"]}
         inputs = {}
         for ch in self.model["scheme"]["inputs"]:
             driver = self._driver(ch)
@@ -442,15 +463,37 @@ class Gpio:
             return 400, "GpioPulseNotSupported"
         pulse = scheme["pulse"]
         delay = min(max(delay or pulse["delay"], pulse["min_delay"]), pulse["max_delay"])
+        return self._run(channel, wait, self._pulse, delay)
+
+    def switch(self, channel, state, wait):
+        """ugpio.py ``switch``: only a channel with ``switch`` on; the driver writes the state."""
+        scheme = self.model["scheme"]["outputs"].get(channel)
+        if scheme is None:
+            return 400, "GpioChannelNotFoundError"
+        if not scheme["switch"]:
+            return 400, "GpioSwitchNotSupported"
+        return self._run(channel, wait, self._switch, state)
+
+    def _run(self, channel, wait, action, arg):
         with self.lock:
             if channel in self.busy:
                 return 409, "GpioChannelIsBusyError"
             self.busy.add(channel)
-        worker = threading.Thread(target=self._pulse, args=(channel, delay), daemon=True)
+        worker = threading.Thread(target=action, args=(channel, arg), daemon=True)
         worker.start()
         if wait:
             worker.join()
         return 200, None
+
+    def _switch(self, channel, state):
+        try:
+            self._write(channel, state)
+            if self._driver(channel).get("type") != "cmd":
+                self.switched[channel] = state
+            log("GPIO: Ensured switch %s to state=%d" % (channel, state))
+        finally:
+            with self.lock:
+                self.busy.discard(channel)
 
     def _pulse(self, channel, delay):
         try:
@@ -479,13 +522,106 @@ class Gpio:
             log("GPIO: Can't run custom command [ %s ]: Custom command error: retcode=%d" % (" ".join(cmd), proc.returncode))
 
 
+ERROR_MSGS = {  # kvmd/apps/kvmd/ugpio.py, htserver.py: the text kvmd sends with each error name
+    "GpioChannelNotFoundError": "GPIO channel is not found",
+    "GpioSwitchNotSupported": "This GPIO channel does not support switching",
+    "GpioPulseNotSupported": "This GPIO channel does not support pulsing",
+    "GpioChannelIsBusyError": "Performing another GPIO operation on this channel, please try again later",
+    "UnauthorizedError": "Unauthorized",
+    "ForbiddenError": "Forbidden",
+    "NotFound": "Not Found",
+}
+
+
+def check_htpasswd_hash(stored, passwd):
+    """passlib's check for the LDAP-style hashes kvmd's htpasswd holds (kvmd/crypto.py)."""
+    for ident, algo, size in (("{SSHA512}", "sha512", 64), ("{SSHA256}", "sha256", 32), ("{SHA}", "sha1", 20)):
+        if stored.startswith(ident):
+            try:
+                raw = base64.b64decode(stored[len(ident):], validate=True)
+            except ValueError:
+                return False
+            digest, salt = raw[:size], raw[size:]
+            if ident == "{SHA}" and salt:
+                return False
+            return hmac.compare_digest(hashlib.new(algo, passwd.encode() + salt).digest(), digest)
+    return False  # other schemes (crypt, apr1) are not modelled: refused
+
+
+class Auth:
+    """kvmd's request auth (api/auth.py check_request_auth) for X-KVMD-* headers and unix peers."""
+
+    def __init__(self, htpasswd=HTPASSWD, usc_users=()):
+        self.htpasswd = htpasswd
+        self.usc_uids = set()
+        for name in usc_users:
+            try:
+                import pwd  # pylint: disable=import-outside-toplevel
+
+                self.usc_uids.add(pwd.getpwnam(name).pw_uid)
+            except KeyError:
+                pass  # kvmd skips a user that does not exist
+
+    @classmethod
+    def from_config(cls, config, kind):
+        auth = ((config.get("kvmd") or {}).get("auth")) or {}
+        if auth.get("enabled", True) is False:
+            return None
+        usc = auth.get("usc") or {}
+        users = list(usc.get("users") or [])
+        if kind == "pikvm":
+            users += list(usc.get("kvmd_users", ["root"]) or [])  # kvmd 4.197 _scheme.py; One-KVM has none
+        return cls((auth.get("internal") or {}).get("file", HTPASSWD), users)
+
+    def check(self, headers, peer_uid):
+        """``None`` when allowed, else ``(status, error name)``."""
+        user = headers.get("x-kvmd-user", "")
+        if user:
+            passwd = headers.get("x-kvmd-passwd", "")
+            if len(user) > 128 or not USER_RE.match(user) or len(passwd) > 512 or not PASSWD_RE.match(passwd):
+                return 400, "ValidatorError"
+            return None if self._authorize(user, passwd) else (403, "ForbiddenError")
+        if peer_uid is not None and peer_uid in self.usc_uids:
+            return None
+        return 401, "UnauthorizedError"
+
+    def _authorize(self, user, passwd):
+        try:
+            with open(self.htpasswd) as f:
+                lines = f.read(1024 * 1024).splitlines()
+        except OSError:
+            return False
+        for line in lines:
+            name, sep, stored = line.strip().partition(":")
+            if sep and name == user:
+                return check_htpasswd_hash(stored, passwd)
+        return False
+
+
+def _bool_arg(query, key, default=None):
+    """validators/basic.py valid_bool: 1/true/yes, 0/false/no (any case), else ValueError."""
+    value = query.get(key, default)
+    value = value if isinstance(value, bool) else str(value if value is not None else "").strip().lower()
+    if isinstance(value, bool):
+        return value
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    raise ValueError(key)
+
+
+def _error(status, name, msg=None):
+    return status, {"error": name, "error_msg": msg or ERROR_MSGS.get(name, name)}
+
+
 class Api:
     """The part of kvmd's HTTP API on its unix socket that the test bed uses."""
 
-    def __init__(self, gpio, hid, path=SOCKET):
-        self.gpio, self.hid, self.path = gpio, hid, path
+    def __init__(self, gpio, hid, path=SOCKET, auth=None):
+        self.gpio, self.hid, self.path, self.auth = gpio, hid, path, auth
 
-    def serve(self):
+    def serve(self, ready=None):
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -494,6 +630,8 @@ class Api:
         server.bind(self.path)
         os.chmod(self.path, 0o660)
         server.listen(8)
+        if ready is not None:
+            ready.set()
         while True:
             conn = server.accept()[0]
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
@@ -506,30 +644,53 @@ class Api:
             data = b""
             while b"\r\n\r\n" not in data:
                 chunk = conn.recv(4096)
-                if not chunk:
+                if not chunk or len(data) > 65536:
                     return
                 data += chunk
-            method, target = data.split(b"\r\n", 1)[0].decode().split(" ")[:2]
+            lines = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+            method, target = (lines[0].split(" ") + ["", ""])[:2]
+            headers = {}
+            for line in lines[1:]:
+                name, _sep, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
             url = urlsplit(target)
             query = {key: values[-1] for key, values in parse_qs(url.query).items()}
-            status, result = self.route(method, url.path, query)
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+            status, result = self.route(method, url.path, query, headers, int.from_bytes(creds[4:8], sys.byteorder))
             body = json.dumps({"ok": status == 200, "result": result}).encode()
             conn.sendall(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                          b"Connection: close\r\n\r\n%s" % (status, len(body), body))
 
-    def route(self, method, path, query):
-        if method == "GET" and path == "/gpio":
+    def route(self, method, path, query, headers=None, peer_uid=None):
+        routes = {("GET", "/gpio"), ("POST", "/gpio/pulse"), ("POST", "/gpio/switch"), ("GET", "/hid")}
+        if (method, path) not in routes:
+            return _error(404, "NotFound")
+        if self.auth is not None:
+            refused = self.auth.check(headers or {}, peer_uid)
+            if refused:
+                return _error(*refused)
+        if path == "/gpio":
             return 200, {"model": self.gpio.model, "state": self.gpio.state()}
-        if method == "POST" and path == "/gpio/pulse":
-            try:
-                delay = float(query.get("delay", 0))
-            except ValueError:
-                return 400, {"error": "ValidatorError"}
-            status, error = self.gpio.pulse(query.get("channel", ""), delay, query.get("wait", "0") in ("1", "true"))
-            return status, ({"error": error} if error else {})
-        if method == "GET" and path == "/hid":
+        if path == "/hid":
             return 200, {"online": bool(self.hid and self.hid.online), "busy": False}
-        return 404, {"error": "NotFound"}
+        channel = query.get("channel", "")
+        try:
+            if not CHANNEL_RE.match(channel) or len(channel) > 255:
+                raise ValueError("channel")
+            wait = _bool_arg(query, "wait", False)
+            if path == "/gpio/pulse":
+                delay = float(query.get("delay", 0))
+                if not delay >= 0 or delay == float("inf"):
+                    raise ValueError("delay")
+            else:
+                state = _bool_arg(query, "state")
+        except ValueError as exc:
+            return _error(400, "ValidatorError", "The argument %s is not valid" % exc)
+        if path == "/gpio/pulse":
+            status, error = self.gpio.pulse(channel, delay, wait)
+        else:
+            status, error = self.gpio.switch(channel, state, wait)
+        return _error(status, error) if error else (status, {})
 
 
 def run_streamer():
@@ -567,7 +728,7 @@ def run(streamer):
         hid = Hid(hid_conf.get("device", "/dev/kvmd-hid"), int(hid_conf.get("speed", 9600)),
                   float(hid_conf.get("read_timeout", 0.3)))
         threading.Thread(target=hid.run, daemon=True).start()
-    threading.Thread(target=Api(Gpio(gpio), hid).serve, daemon=True).start()
+    threading.Thread(target=Api(Gpio(gpio), hid, auth=Auth.from_config(config, flavour())).serve, daemon=True).start()
     if streamer:
         threading.Thread(target=run_streamer, daemon=True).start()
     while True:

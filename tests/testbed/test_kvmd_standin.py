@@ -187,3 +187,32 @@ def test_a_pulse_runs_the_command_as_the_services_child_and_waits(tmp_path):
     assert api.route("POST", "/gpio/pulse", {"channel": "nope"})[0] == 400
     status, result = api.route("GET", "/gpio", {})
     assert status == 200 and result["model"]["scheme"]["outputs"]["b"]["pulse"]["delay"] == 0.2
+
+
+def test_auth_follows_each_kvmd_version(tmp_path, pikvm, one_kvm):
+    """api/auth.py: X-KVMD-User must match the htpasswd (403, malformed name 400), else the unix peer must be a
+    kvmd.auth.usc user (401): kvmd 4.197 trusts root (kvmd_users), One-KVM's 4.94 nobody by default."""
+    htpasswd = write(tmp_path, "/htpasswd", "admin:{SSHA512}3zSmw/L9zIkpQdX5bcy6HntTxltAzTuGNP6NjHRRgOcNZkA0K+Lsrj3Q"
+                                            "plO9Gr3BA5MYVVki9rAVnFNCcIdtYC6FkLJWCmHs\n")
+    upstream = kvmd.Auth.from_config({"kvmd": {"auth": {"internal": {"file": htpasswd}}}}, "pikvm")
+    fork = kvmd.Auth.from_config({"kvmd": {"auth": {"internal": {"file": htpasswd}}}}, "one-kvm")
+    assert upstream.check({}, 0) is None and fork.check({}, 0) == (401, "UnauthorizedError")
+    assert fork.check({"x-kvmd-user": "admin", "x-kvmd-passwd": "admin"}, 1000) is None
+    assert upstream.check({"x-kvmd-user": "admin", "x-kvmd-passwd": "nope"}, 0) == (403, "ForbiddenError")  # no usc fallback
+    assert fork.check({"x-kvmd-user": "Admin!", "x-kvmd-passwd": "admin"}, 0) == (400, "ValidatorError")
+    assert kvmd.Auth.from_config({"kvmd": {"auth": {"enabled": False}}}, "pikvm") is None
+
+
+def test_switch_and_errors_are_shaped_like_kvmds():
+    gpio = {"drivers": {"c": {"type": "cmd", "cmd": ["/bin/true"]}, "h": {"type": "hidrelay"}},
+            "scheme": {"b": {"driver": "c", "pin": 0, "mode": "output", "switch": False},
+                       "sw": {"driver": "h", "pin": 1, "mode": "output", "pulse": False}}, "view": {"table": [["b", "sw"]]}}
+    api = kvmd.Api(kvmd.Gpio(gpio), None)
+    assert api.route("POST", "/gpio/switch", {"channel": "b", "state": "1", "wait": "1"}) == \
+        (400, {"error": "GpioSwitchNotSupported", "error_msg": "This GPIO channel does not support switching"})
+    assert api.route("POST", "/gpio/pulse", {"channel": "sw"})[1]["error"] == "GpioPulseNotSupported"
+    assert api.route("POST", "/gpio/switch", {"channel": "sw", "state": "maybe"})[1]["error"] == "ValidatorError"
+    assert api.route("POST", "/gpio/switch", {"channel": "sw", "state": "YES", "wait": "1"}) == (200, {})
+    assert api.route("GET", "/gpio", {})[1]["state"]["outputs"]["sw"]["state"] is True
+    assert api.route("POST", "/gpio/pulse", {"channel": "ghost"})[1]["error"] == "GpioChannelNotFoundError"
+    assert api.route("GET", "/nope", {})[0] == 404
