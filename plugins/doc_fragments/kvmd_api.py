@@ -19,7 +19,7 @@ options:
       - A kvmd user (C(kvmd-htpasswd)), sent in the C(X-KVMD-User) header kvmd checks on every request.
       - With 2FA on, kvmd wants the TOTP code appended to the password; use a user without 2FA.
       - Empty sends no credentials. kvmd then admits only a unix peer it trusts (C(kvmd.auth.usc); kvmd 4.107 and
-        newer trust C(root), so O(become=true) is enough there; One-KVM's kvmd trusts nobody by default).
+        newer trust C(root), so running the module as root (become) is enough there; One-KVM's kvmd trusts nobody by default).
     type: str
     default: ""
   password:

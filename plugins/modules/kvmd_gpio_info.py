@@ -10,7 +10,7 @@ module: kvmd_gpio_info
 short_description: Read the GPIO model and state of the running kvmd
 version_added: 1.0.0
 description:
-  - Asks the running kvmd for its GPIO model and state (C(GET /api/gpio) on its unix socket): the channels it really
+  - Asks the running kvmd for its GPIO model and state (C(GET /api/gpio) on its unix socket) - the channels it really
     has and the pulse it really sends, which C(kvmd -m) does not show (it prints the configured C(delay), kvmd sends
     it clamped between C(min_delay) and C(max_delay)).
   - The health gate of the C(onekvm.fleet.provision) playbook uses it to check the role's buttons in the running kvmd.

@@ -73,6 +73,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import signal
@@ -680,7 +681,7 @@ class Api:
             wait = _bool_arg(query, "wait", False)
             if path == "/gpio/pulse":
                 delay = float(query.get("delay", 0))
-                if not delay >= 0 or delay == float("inf"):
+                if not math.isfinite(delay) or delay < 0:  # valid_float_f0: a number >= 0
                     raise ValueError("delay")
             else:
                 state = _bool_arg(query, "state")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 
-from ansible_collections.onekvm.fleet.plugins.filter.fleet_missing_buttons import (
+from ansible_collections.onekvm.fleet.plugins.filter.fleet_live_button_problems import (
     fleet_live_button_problems,
     kvmd_pulse_delay,
 )
