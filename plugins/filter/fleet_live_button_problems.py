@@ -108,7 +108,6 @@ def fleet_live_button_problems(channels, gpio, live):
     return problems
 
 
-
 class FilterModule:
     """The health gate's live GPIO check."""
 
