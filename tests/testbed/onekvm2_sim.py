@@ -264,8 +264,8 @@ def validate_update(section: str, req: dict, current: dict, root: str = "") -> N
             raise bad_request("TURN server must start with 'turn:' or 'turns:' (e.g., "
                               "turn:turn.example.com:3478)")
     elif section == "hid":
-        if "ch9329_baudrate" in req and req["ch9329_baudrate"] not in (9600, 19200, 38400,
-                                                                        57600, 115200):
+        rates = (9600, 19200, 38400, 57600, 115200)
+        if "ch9329_baudrate" in req and req["ch9329_baudrate"] not in rates:
             raise bad_request("Invalid baudrate: must be 9600, 19200, 38400, 57600, or 115200")
         for label, field in (("Manufacturer", "manufacturer"), ("Product", "product"),
                              ("Serial number", "serial_number")):
@@ -284,8 +284,8 @@ def validate_update(section: str, req: dict, current: dict, root: str = "") -> N
         for field, label in (("http_port", "HTTP"), ("https_port", "HTTPS")):
             if req.get(field) == 0:
                 raise bad_request(f"{label} port cannot be 0")
-        for addr in req.get("bind_addresses", []) + ([req["bind_address"]]
-                                                       if "bind_address" in req else []):
+        single = [req["bind_address"]] if "bind_address" in req else []
+        for addr in req.get("bind_addresses", []) + single:
             try:
                 ipaddress.ip_address(addr)
             except ValueError:
@@ -404,6 +404,7 @@ class Box:
         self.hid_fd = None
         self.hid_error = None
         self.hid_port = None
+        self.requests: list[tuple[str, str]] = []  # (method, path) served, for tests
         with self._db() as db:  # src/db/pool.rs
             db.execute("CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT "
                        "NULL, updated_at TEXT NOT NULL DEFAULT (datetime('now')))")
@@ -454,7 +455,7 @@ class Box:
     # src/auth/session.rs create_for_login: one session per user unless allowed
     def login(self, user_id: str) -> str:
         if not self.config["auth"]["single_user_allow_multiple_sessions"]:
-            for sid, (uid, _) in list(self.sessions.items()):
+            for sid, (uid, _expiry) in list(self.sessions.items()):
                 if uid == user_id:
                     del self.sessions[sid]
                     self.revoked.add(sid)
@@ -591,7 +592,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _session_id(self):
         for part in self.headers.get("Cookie", "").split(";"):
-            name, _, value = part.strip().partition("=")
+            name, _sep, value = part.strip().partition("=")
             if name == SESSION_COOKIE:
                 return value
         auth = self.headers.get("Authorization", "")
@@ -618,6 +619,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise HttpError(404, "Not found: " + path)
             path = path[len("/api"):]
             with box.lock:
+                box.requests.append((method, "/api" + path))
                 if path not in PUBLIC:  # src/auth/middleware.rs auth_middleware
                     sid = self._session_id()
                     if sid is None:

@@ -82,7 +82,7 @@ def test_health_is_public(box):
 
 def test_config_needs_a_session(box):
     """src/auth/middleware.rs: no cookie, no bearer -> 401 ErrorResponse 'Not authenticated'."""
-    status, body, _ = box.call("GET", "/api/config/hid")
+    status, body, _hdrs = box.call("GET", "/api/config/hid")
     assert (status, body) == (401, {"success": False, "message": "Not authenticated"})
 
 
@@ -103,25 +103,25 @@ def test_bearer_header_works_like_the_cookie(box):
     box.login()
     sid = box.cookie.split("=", 1)[1]
     box.cookie = None
-    status, _, _ = box.call("GET", "/api/config/video", headers={"Authorization": "Bearer " + sid})
+    status, _body, _hdrs = box.call("GET", "/api/config/video", headers={"Authorization": "Bearer " + sid})
     assert status == 200
 
 
 def test_wrong_password(box):
     """src/web/handlers/auth.rs login -> AppError::AuthError -> 401 (src/web/error.rs), message
     prefixed 'Authentication failed: ' (src/error.rs)."""
-    status, body, _ = box.login(password="nope")
+    status, body, _hdrs = box.login(password="nope")
     assert (status, body) == (401, {"success": False, "message":
                                     "Authentication failed: Invalid username or password"})
 
 
 def test_login_before_setup(tmp_path):
     """src/web/handlers/auth.rs: a box not initialized refuses login with 400."""
-    server, _ = sim.make_server(str(tmp_path), 0)
+    server, _state = sim.make_server(str(tmp_path), 0)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         client = Client(f"http://127.0.0.1:{server.server_address[1]}")
-        status, body, _ = client.login()
+        status, body, _hdrs = client.login()
         assert (status, body["message"]) == (400, "Bad request: System not initialized")
         assert client.call("GET", "/api/setup")[1]["needs_setup"] is True
     finally:
@@ -136,7 +136,7 @@ def test_second_login_revokes_the_first(box):
     first = box.cookie
     box.login()
     box.cookie = first
-    status, body, _ = box.call("GET", "/api/config/hid")
+    status, body, _hdrs = box.call("GET", "/api/config/hid")
     assert (status, body["message"]) == (401, "Logged in elsewhere")
 
 
@@ -169,7 +169,7 @@ def test_patch_changes_only_the_fields_given_and_persists(logged_in, tmp_path):
     """types.rs VideoConfigUpdate::apply_to; src/config/store.rs: SQLite table config, key
     app_config."""
     (tmp_path / "video0").write_text("")
-    status, body, _ = logged_in.call("PATCH", "/api/config/video",
+    status, body, _hdrs = logged_in.call("PATCH", "/api/config/video",
                                      {"device": str(tmp_path / "video0"), "fps": 25})
     assert status == 200
     assert (body["fps"], body["width"], body["device"]) == (25, 1920, str(tmp_path / "video0"))
@@ -203,7 +203,7 @@ def test_patch_changes_only_the_fields_given_and_persists(logged_in, tmp_path):
 def test_validation_rules(logged_in, section, body, message):
     """The validate() of each update in src/web/handlers/config/types.rs (400, 'Bad request: ')."""
     before = logged_in.call("GET", f"/api/config/{section}")[1]
-    status, answer, _ = logged_in.call("PATCH", f"/api/config/{section}", body)
+    status, answer, _hdrs = logged_in.call("PATCH", f"/api/config/{section}", body)
     assert (status, answer) == (400, {"success": False, "message": "Bad request: " + message})
     assert logged_in.call("GET", f"/api/config/{section}")[1] == before  # nothing stored
 
@@ -212,11 +212,11 @@ def test_relay_channel_range(logged_in, tmp_path):
     """types.rs validate_output_channel: 1..=LCUS_RELAY_MAX_CHANNEL (8, src/atx/types.rs)."""
     relay = tmp_path / "relay"
     relay.write_text("")
-    status, body, _ = logged_in.call("PATCH", "/api/config/atx", {
+    status, body, _hdrs = logged_in.call("PATCH", "/api/config/atx", {
         "enabled": True, "driver": "serial", "device": str(relay),
         "power": {"enabled": True, "pin": 9}})
     assert (status, body["message"]) == (400, "Bad request: power channel must be between 1 and 8")
-    status, body, _ = logged_in.call("PATCH", "/api/config/atx", {
+    status, body, _hdrs = logged_in.call("PATCH", "/api/config/atx", {
         "enabled": True, "driver": "serial", "device": str(relay),
         "power": {"enabled": True, "pin": 1}, "reset": {"enabled": True, "pin": 2},
         "led": {"enabled": True}})
@@ -231,7 +231,7 @@ def test_atx_serial_must_not_be_the_ch9329_port(logged_in, tmp_path):
     port.write_text("")
     assert logged_in.call("PATCH", "/api/config/hid",
                           {"backend": "ch9329", "ch9329_port": str(port)})[0] == 200
-    status, body, _ = logged_in.call("PATCH", "/api/config/atx",
+    status, body, _hdrs = logged_in.call("PATCH", "/api/config/atx",
                                      {"enabled": True, "driver": "serial", "device": str(port)})
     assert (status, body["message"]) == (
         400, f"Bad request: ATX serial device '{port}' conflicts with HID CH9329 serial device")
@@ -240,7 +240,7 @@ def test_atx_serial_must_not_be_the_ch9329_port(logged_in, tmp_path):
 def test_ch9329_backend_on_a_missing_port_is_rolled_back(logged_in):
     """src/hid/mod.rs reload: init failure -> 'Failed to reload HID backend' (Internal, 500);
     src/web/handlers/config/usb_update.rs rolls the config back."""
-    status, body, _ = logged_in.call("PATCH", "/api/config/hid",
+    status, body, _hdrs = logged_in.call("PATCH", "/api/config/hid",
                                      {"backend": "ch9329", "ch9329_port": "/nonexistent/tty"})
     assert (status, body["message"]) == (500, "Internal error: Failed to reload HID backend")
     assert logged_in.call("GET", "/api/config/hid")[1]["backend"] == "none"
@@ -257,9 +257,9 @@ def test_type_errors_are_axum_rejections(logged_in):
     """axum Json extractor (extract/rejection.rs): 422 plain text for a wrong type or an
     unknown enum variant (serde, rename_all lowercase in src/config/schema/hid.rs), 415 without
     the JSON content type, 400 for broken JSON."""
-    status, body, _ = logged_in.call("PATCH", "/api/config/video", {"width": "wide"})
+    status, body, _hdrs = logged_in.call("PATCH", "/api/config/video", {"width": "wide"})
     assert status == 422 and body.startswith("Failed to deserialize the JSON body")
-    status, body, _ = logged_in.call("PATCH", "/api/config/hid", {"backend": "usb"})
+    status, body, _hdrs = logged_in.call("PATCH", "/api/config/hid", {"backend": "usb"})
     assert status == 422 and "unknown variant `usb`" in body
     assert logged_in.call("PATCH", "/api/config/video", {"fps": 5}, ctype="text/plain")[0] == 415
     assert logged_in.call("PATCH", "/api/config/video", b"{", )[0] == 400
@@ -268,7 +268,7 @@ def test_type_errors_are_axum_rejections(logged_in):
 def test_unknown_fields_are_ignored(logged_in):
     """serde without deny_unknown_fields (types.rs): an unknown key changes nothing, no error."""
     before = logged_in.call("GET", "/api/config/audio")[1]
-    status, body, _ = logged_in.call("PATCH", "/api/config/audio", {"volume": 5})
+    status, body, _hdrs = logged_in.call("PATCH", "/api/config/audio", {"volume": 5})
     assert (status, body) == (200, before)
 
 
@@ -324,7 +324,7 @@ def test_stream_status(logged_in, tmp_path):
 def test_video_device_required(logged_in):
     """src/web/handlers/config/apply.rs apply_video_config runs after the config is stored:
     without a device it answers 400 'video_device is required' (the change stays stored)."""
-    status, body, _ = logged_in.call("PATCH", "/api/config/video", {"fps": 24})
+    status, body, _hdrs = logged_in.call("PATCH", "/api/config/video", {"fps": 24})
     assert (status, body["message"]) == (400, "Bad request: video_device is required")
     assert logged_in.call("GET", "/api/config/video")[1]["fps"] == 24
 
