@@ -11,7 +11,7 @@ short_description: Set the configuration of a One-KVM 0.2 box (the Rust rewrite,
 version_added: 1.0.0
 description:
   - One-KVM 0.2 keeps its whole configuration in one document in its own database and changes it only through its
-    REST API; it has no kvmd, no C(override.d) and no GPIO menu. This module sets config sections idempotently:
+    REST API; it has no kvmd, no C(override.d) and no GPIO menu. This module sets config sections idempotently -
     it logs in (C(POST /api/auth/login)), reads each section given (C(GET /api/config/<section>)), compares, and
     sends C(PATCH /api/config/<section>) with only the fields that differ. A section that already matches is not
     sent at all.

@@ -170,7 +170,7 @@ def test_patch_changes_only_the_fields_given_and_persists(logged_in, tmp_path):
     app_config."""
     (tmp_path / "video0").write_text("")
     status, body, _hdrs = logged_in.call("PATCH", "/api/config/video",
-                                     {"device": str(tmp_path / "video0"), "fps": 25})
+                                         {"device": str(tmp_path / "video0"), "fps": 25})
     assert status == 200
     assert (body["fps"], body["width"], body["device"]) == (25, 1920, str(tmp_path / "video0"))
     import sqlite3
@@ -232,7 +232,7 @@ def test_atx_serial_must_not_be_the_ch9329_port(logged_in, tmp_path):
     assert logged_in.call("PATCH", "/api/config/hid",
                           {"backend": "ch9329", "ch9329_port": str(port)})[0] == 200
     status, body, _hdrs = logged_in.call("PATCH", "/api/config/atx",
-                                     {"enabled": True, "driver": "serial", "device": str(port)})
+                                         {"enabled": True, "driver": "serial", "device": str(port)})
     assert (status, body["message"]) == (
         400, f"Bad request: ATX serial device '{port}' conflicts with HID CH9329 serial device")
 
@@ -241,7 +241,7 @@ def test_ch9329_backend_on_a_missing_port_is_rolled_back(logged_in):
     """src/hid/mod.rs reload: init failure -> 'Failed to reload HID backend' (Internal, 500);
     src/web/handlers/config/usb_update.rs rolls the config back."""
     status, body, _hdrs = logged_in.call("PATCH", "/api/config/hid",
-                                     {"backend": "ch9329", "ch9329_port": "/nonexistent/tty"})
+                                         {"backend": "ch9329", "ch9329_port": "/nonexistent/tty"})
     assert (status, body["message"]) == (500, "Internal error: Failed to reload HID backend")
     assert logged_in.call("GET", "/api/config/hid")[1]["backend"] == "none"
 
