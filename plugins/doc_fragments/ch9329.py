@@ -57,3 +57,15 @@ options:
     type: raw
     default: 0
 """
+
+    # The link's baud rate of the modules that talk to the chip as it is (ch9329_config sets a new one)
+    BAUDRATE = r"""
+options:
+  baudrate:
+    description:
+      - Baud rate of the chip's serial link.
+      - V(auto) probes 9600, 115200, 57600, 38400 and 19200 with GET_INFO and uses the first that answers.
+      - Default is kvmd's C(kvmd.hid.speed) when kvmd drives a CH9329 on O(port), else the factory V(9600).
+    type: str
+    choices: ['auto', '9600', '19200', '38400', '57600', '115200']
+"""

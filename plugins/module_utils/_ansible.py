@@ -15,3 +15,22 @@ def fail_from(module, exc: OnekvmError, **extra) -> None:
     details.update(extra)
     details.pop("msg", None)
     module.fail_json(msg=exc.msg, error=type(exc).__name__, **details)
+
+
+# The USB selector options of usb_info and usb_reset (documented by the onekvm.fleet.usb doc fragment)
+USB_SELECTORS = ("id", "vendor", "product", "serial", "port", "bus", "address")
+
+
+def usb_selector_spec(**more) -> dict:
+    """AnsibleModule keyword arguments for the USB selectors, plus the module's own options ``more``."""
+    options = dict(id=dict(type="str"), vendor=dict(type="str"), product=dict(type="str"), serial=dict(type="str"),
+                   port=dict(type="str"), bus=dict(type="int"), address=dict(type="int"))
+    options.update(more)
+    return dict(argument_spec=options,
+                required_together=[("vendor", "product"), ("bus", "address")],
+                mutually_exclusive=[("id", "vendor"), ("id", "product")])
+
+
+def usb_selection(params: dict) -> dict:
+    """The selector options as keyword arguments of ``_usb.find_devices``."""
+    return {key: params[key] for key in USB_SELECTORS}

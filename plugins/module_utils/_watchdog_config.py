@@ -11,12 +11,12 @@ from __future__ import annotations
 import collections
 import json
 import math
-import re
 
 from . import _ustreamer
 from ._errors import InvalidArgument, NotFound, PermissionDenied
 from ._files import read_bounded
 from ._limits import check
+from ._usb import ID_RE, PORT_PATH_RE  # the box command's own selector patterns
 
 
 DEFAULT_CONFIG_PATH = "/etc/onekvm/watchdog.json"
@@ -61,8 +61,6 @@ DEFAULTS = {
 MAX_CONFIG_BYTES = 1024 * 1024  # the rendered config is about 1 KiB
 MIN_WATCHDOG_SEC = 2.0  # pings go out every WatchdogSec / 4 from a loop that looks at the clock each 0.5 s
 
-USB_ID_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{4}$")
-USB_PORT_RE = re.compile(r"^[0-9]+-[0-9]+(\.[0-9]+)*$")
 
 
 Domain = collections.namedtuple("Domain", "name grace ladder waits max_actions_per_hour backoff backoff_max")
@@ -229,10 +227,10 @@ def _check_numbers(values: dict) -> None:
 
 def _check_devices(values: dict) -> None:
     for name, value, pattern, example in (
-            ("dongle.id", values["dongle"]["id"], USB_ID_RE, "534d:2109"),
-            ("dongle.port", values["dongle"]["port"], USB_PORT_RE, "1-1.2"),
-            ("hid.adapter_id", values["hid"]["adapter_id"], USB_ID_RE, "1a86:7523"),
-            ("hid.adapter_port", values["hid"]["adapter_port"], USB_PORT_RE, "1-1.1")):
+            ("dongle.id", values["dongle"]["id"], ID_RE, "534d:2109"),
+            ("dongle.port", values["dongle"]["port"], PORT_PATH_RE, "1-1.2"),
+            ("hid.adapter_id", values["hid"]["adapter_id"], ID_RE, "1a86:7523"),
+            ("hid.adapter_port", values["hid"]["adapter_port"], PORT_PATH_RE, "1-1.1")):
         if value and not pattern.match(value):
             raise InvalidArgument("%s must look like %s (see `onekvm usb-list`), got %r" % (name, example, value))
     values["dongle"]["id"] = values["dongle"]["id"].lower()

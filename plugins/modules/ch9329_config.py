@@ -27,6 +27,9 @@ description:
 author:
   - onekvm.fleet maintainers (@onekvm)
 extends_documentation_fragment:
+  - onekvm.fleet.attributes
+  - onekvm.fleet.attributes.platform
+  - onekvm.fleet.attributes.idempotent
   - onekvm.fleet.ch9329
 options:
   connect_baudrate:
@@ -108,20 +111,15 @@ options:
     default: 5.0
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads the chip and reports what would change; nothing is written and kvmd is never touched. While kvmd
       holds the port nothing is compared (C(compared=false), reported as changed, with a warning).
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
   platform:
-    description: Target OS/families that can be operated against.
     support: full
-    platforms: posix
     details: Linux only (termios serial ports, /proc, systemd).
 """
 

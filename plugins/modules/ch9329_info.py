@@ -22,16 +22,12 @@ description:
 author:
   - onekvm.fleet maintainers (@onekvm)
 extends_documentation_fragment:
+  - onekvm.fleet.attributes
+  - onekvm.fleet.attributes.platform
   - onekvm.fleet.ch9329
   - onekvm.fleet.ch9329.address
+  - onekvm.fleet.ch9329.baudrate
 options:
-  baudrate:
-    description:
-      - Baud rate of the chip's serial link.
-      - V(auto) probes 9600, 115200, 57600, 38400 and 19200 with GET_INFO and uses the first that answers.
-      - Default is kvmd's C(kvmd.hid.speed) when kvmd drives a CH9329 on O(port), else the factory V(9600).
-    type: str
-    choices: ['auto', '9600', '19200', '38400', '57600', '115200']
   strings:
     description:
       - Also read the manufacturer, product and serial string descriptors.
@@ -46,16 +42,12 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Only reads; runs the same in check mode, except that it never stops kvmd there.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   platform:
-    description: Target OS/families that can be operated against.
     support: full
-    platforms: posix
     details: Linux only (termios serial ports, /proc, systemd).
 """
 

@@ -19,16 +19,12 @@ description:
 author:
   - onekvm.fleet maintainers (@onekvm)
 extends_documentation_fragment:
+  - onekvm.fleet.attributes
+  - onekvm.fleet.attributes.platform
   - onekvm.fleet.ch9329
   - onekvm.fleet.ch9329.address
+  - onekvm.fleet.ch9329.baudrate
 options:
-  baudrate:
-    description:
-      - Baud rate of the chip's serial link.
-      - V(auto) probes 9600, 115200, 57600, 38400 and 19200 with GET_INFO and uses the first that answers.
-      - Default is kvmd's C(kvmd.hid.speed) when kvmd drives a CH9329 on O(port), else the factory V(9600).
-    type: str
-    choices: ['auto', '9600', '19200', '38400', '57600', '115200']
   retries:
     description:
       - Extra RESET attempts when the chip does not answer or answers wrongly (V(0) to V(10)).
@@ -46,17 +42,13 @@ options:
     default: 5.0
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Never touches kvmd. When no kvmd process holds the port it opens the port and probes the chip with
       GET_INFO; while kvmd holds it the chip is not probed (C(probed=false), a warning says so). RESET is not sent.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   platform:
-    description: Target OS/families that can be operated against.
     support: full
-    platforms: posix
     details: Linux only (termios serial ports, /proc, systemd).
 """
 

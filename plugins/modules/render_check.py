@@ -65,13 +65,13 @@ options:
     description: The visudo program.
     type: str
     default: visudo
+extends_documentation_fragment:
+  - onekvm.fleet.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: In check mode the files are written to a temporary directory, checked, and removed.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Runs on the controller (the playbook delegates it to C(localhost)); no box is contacted.

@@ -17,51 +17,23 @@ description:
 author:
   - onekvm.fleet maintainers (@onekvm)
 options:
-  id:
-    description:
-      - Vendor and product id as two 4-digit hex numbers, for example V(534d:2109).
-    type: str
-  vendor:
-    description:
-      - Vendor id in hex, together with O(product). Alternative to O(id).
-    type: str
-  product:
-    description:
-      - Product id in hex, together with O(vendor).
-    type: str
-  serial:
-    description:
-      - Only devices with this serial number string.
-    type: str
-  port:
-    description:
-      - Only the device at this USB port path, for example V(1-1.2).
-    type: str
-  bus:
-    description:
-      - Only the device on this bus number, together with O(address).
-    type: int
-  address:
-    description:
-      - Only the device with this device address, together with O(bus).
-    type: int
   include_hubs:
     description:
       - Also list hubs, root hubs included.
     type: bool
     default: true
+extends_documentation_fragment:
+  - onekvm.fleet.usb
+  - onekvm.fleet.attributes
+  - onekvm.fleet.attributes.platform
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The module only reads.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   platform:
-    description: Target OS/families that can be operated against.
     support: full
-    platforms: posix
     details: Linux only (sysfs).
 seealso:
   - module: onekvm.fleet.usb_reset
@@ -161,31 +133,16 @@ devices:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from
+from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from, usb_selection, usb_selector_spec
 from ansible_collections.onekvm.fleet.plugins.module_utils._errors import OnekvmError
 from ansible_collections.onekvm.fleet.plugins.module_utils._usb import find_devices
 
-SELECTORS = ("id", "vendor", "product", "serial", "port", "bus", "address")
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            id=dict(type="str"),
-            vendor=dict(type="str"),
-            product=dict(type="str"),
-            serial=dict(type="str"),
-            port=dict(type="str"),
-            bus=dict(type="int"),
-            address=dict(type="int"),
-            include_hubs=dict(type="bool", default=True),
-        ),
-        required_together=[("vendor", "product"), ("bus", "address")],
-        mutually_exclusive=[("id", "vendor"), ("id", "product")],
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(supports_check_mode=True, **usb_selector_spec(include_hubs=dict(type="bool", default=True)))
     try:
-        devices = find_devices(allow_many=True, allow_none=True, **{key: module.params[key] for key in SELECTORS})
+        devices = find_devices(allow_many=True, allow_none=True, **usb_selection(module.params))
     except OnekvmError as exc:
         fail_from(module, exc)
     if not module.params["include_hubs"]:

@@ -28,25 +28,24 @@ author:
   - onekvm.fleet maintainers (@onekvm)
 requirements:
   - pyserial on the box (Debian/Armbian C(python3-serial), Arch/PiKVM C(python-pyserial))
+extends_documentation_fragment:
+  - onekvm.fleet.attributes
+  - onekvm.fleet.attributes.platform
+  - onekvm.fleet.attributes.idempotent
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Validates the options, checks that O(port) is a tty nobody holds exclusively and reads the record, then
         reports what would be sent. Nothing is written to the port or the record. Check mode does not take the
         hardware lock, so a port in use fails at once.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   platform:
-    description: Target OS/families that can be operated against.
     support: full
-    platforms: posix
     details:
       - Linux boxes (OneKVM, PiKVM) with the relay's USB-serial adapter attached.
   idempotent:
-    description: When run twice in a row, the second run reports no change.
     support: partial
     details:
       - V(on) and V(off) are idempotent while O(state_file) holds a valid record; V(pulse) is an action and

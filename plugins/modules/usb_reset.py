@@ -12,6 +12,8 @@ version_added: 1.0.0
 description:
   - Resets one USB device (or every matching one with O(all=true)), typically a hung HDMI-USB capture dongle
     such as an MS2109 (V(534d:2109)) or MS2130 (V(345f:2130)), or the USB-serial adapter of a CH9329.
+  - The device is chosen by one of O(id), O(vendor) + O(product), O(port) or O(bus) + O(address) (one is
+    required), narrowed by the others and O(serial).
   - Four methods are offered, see O(method). After the reset the module waits until the device is back at the
     same USB port path with its interfaces bound to their drivers again, and reports the device before and after.
   - Resets hold the box-wide hardware lock shared with the C(onekvm) box command and the capture watchdog, so
@@ -21,37 +23,6 @@ description:
 author:
   - onekvm.fleet maintainers (@onekvm)
 options:
-  id:
-    description:
-      - Vendor and product id as two 4-digit hex numbers, like C(lsusb) shows them, for example V(534d:2109).
-        Case does not matter.
-      - One of O(id), O(vendor) + O(product), O(port) or O(bus) + O(address) is required.
-    type: str
-  vendor:
-    description:
-      - Vendor id in hex (V(534d)), together with O(product). Alternative to O(id).
-    type: str
-  product:
-    description:
-      - Product id in hex (V(2109)), together with O(vendor).
-    type: str
-  serial:
-    description:
-      - Only the device with this serial number string.
-    type: str
-  port:
-    description:
-      - Only the device at this USB port path (the sysfs name, for example V(1-1.2)). Port paths stay the same
-        across replugs, so they tell identical devices without serial numbers apart.
-    type: str
-  bus:
-    description:
-      - Only the device on this bus number, together with O(address).
-    type: int
-  address:
-    description:
-      - Only the device with this device address (C(lsusb) "Device NNN"), together with O(bus).
-    type: int
   all:
     description:
       - When more than one device matches, reset each of them in turn instead of failing.
@@ -100,18 +71,18 @@ notes:
     is reset; the result reports C(changed=true).
 requirements:
   - Linux with sysfs and usbfs (C(/dev/bus/usb)); Linux 6.0 or newer for O(method=power_cycle).
+extends_documentation_fragment:
+  - onekvm.fleet.usb
+  - onekvm.fleet.attributes
+  - onekvm.fleet.attributes.platform
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Selection and checks only; nothing is reset, and the result says changed.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   platform:
-    description: Target OS/families that can be operated against.
     support: full
-    platforms: posix
     details: Linux only (sysfs, usbfs).
 seealso:
   - module: onekvm.fleet.usb_info
@@ -275,7 +246,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from
+from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from, usb_selection, usb_selector_spec
 from ansible_collections.onekvm.fleet.plugins.module_utils._errors import OnekvmError
 from ansible_collections.onekvm.fleet.plugins.module_utils._limits import check
 from ansible_collections.onekvm.fleet.plugins.module_utils._usb import (
@@ -287,18 +258,10 @@ from ansible_collections.onekvm.fleet.plugins.module_utils._usb import (
     reset_devices,
 )
 
-SELECTORS = ("id", "vendor", "product", "serial", "port", "bus", "address")
 
 
-def argument_spec() -> dict:
-    return dict(
-        id=dict(type="str"),
-        vendor=dict(type="str"),
-        product=dict(type="str"),
-        serial=dict(type="str"),
-        port=dict(type="str"),
-        bus=dict(type="int"),
-        address=dict(type="int"),
+def module_kwargs() -> dict:
+    return usb_selector_spec(
         all=dict(type="bool", default=False),
         method=dict(type="str", choices=list(METHODS), default="ioctl"),
         wait=dict(type="bool", default=True),
@@ -309,19 +272,14 @@ def argument_spec() -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
-        required_one_of=[("id", "vendor", "port", "bus")],
-        required_together=[("vendor", "product"), ("bus", "address")],
-        mutually_exclusive=[("id", "vendor"), ("id", "product")],
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(required_one_of=[("id", "vendor", "port", "bus")], supports_check_mode=True,
+                           **module_kwargs())
     params = module.params
     started = time.monotonic()
     try:
         for name in ("timeout", "lock_timeout", "power_off_time"):
             check(name, params[name])  # before any device is looked at
-        devices = find_devices(allow_many=params["all"], **{key: params[key] for key in SELECTORS})
+        devices = find_devices(allow_many=params["all"], **usb_selection(params))
         reports = reset_devices(devices, method=params["method"], wait=params["wait"], timeout=params["timeout"],
                                 lock_timeout=params["lock_timeout"], power_off_time=params["power_off_time"],
                                 check_mode=module.check_mode)

@@ -42,6 +42,9 @@ BROKEN = {
     "bad-path": ({"onekvm_sudoers_file": "/etc/sudoers.d/../../tmp/evil"},
                  r"FAILED bad-path: .*path '/etc/sudoers.d/../../tmp/evil' is not an absolute, normalised path"),
     "bad-dongle": ({"onekvm_capture_usb_id": "534d-2109"}, r"FAILED bad-dongle: Check the device settings: Invalid device settings"),
+    # a line break after a good port path would end the udev rule's line early (the role's old
+    # regex match let it through; the box's own pattern, matched whole, does not)
+    "bad-port": ({"onekvm_capture_usb_port": "1-1.2\n"}, r"FAILED bad-port: Check the device settings: Invalid device settings"),
     # One-KVM ships an override.yaml whose GPIO view would hide the buttons
     "one-kvm": ({"onekvm_offline_kvmd": "one-kvm"},
                 r"FAILED one-kvm: Stop on a GPIO view in override.yaml .*defines kvmd.gpio.view .*onekvm_override_yaml_gpio_view=move"),
