@@ -62,7 +62,6 @@ MAX_CONFIG_BYTES = 1024 * 1024  # the rendered config is about 1 KiB
 MIN_WATCHDOG_SEC = 2.0  # pings go out every WatchdogSec / 4 from a loop that looks at the clock each 0.5 s
 
 
-
 Domain = collections.namedtuple("Domain", "name grace ladder waits max_actions_per_hour backoff backoff_max")
 Domain.__doc__ = """One failure domain's escalation settings (what ``Ladder`` reads)."""
 

@@ -138,7 +138,6 @@ from ansible_collections.onekvm.fleet.plugins.module_utils._errors import Onekvm
 from ansible_collections.onekvm.fleet.plugins.module_utils._usb import find_devices
 
 
-
 def main() -> None:
     module = AnsibleModule(supports_check_mode=True, **usb_selector_spec(include_hubs=dict(type="bool", default=True)))
     try:

@@ -259,7 +259,6 @@ from ansible_collections.onekvm.fleet.plugins.module_utils._usb import (
 )
 
 
-
 def module_kwargs() -> dict:
     return usb_selector_spec(
         all=dict(type="bool", default=False),
