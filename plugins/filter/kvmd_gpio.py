@@ -178,9 +178,12 @@ from ansible.errors import AnsibleFilterError
 
 # kvmd's channel/driver name pattern; \Z, not $: "$" also matches before a trailing newline
 NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]*\Z")
-# Debian's adduser NAME_REGEX (without the Samba "$"): a plain login name, never ALL, %group,
-# +netgroup, #uid or a list, so the sudoers rule names exactly one user.
-USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+# Debian's adduser NAME_REGEX (without the Samba "$"), at most 31 characters as systemd's strict
+# user/group name rules want (they must fit utmp: https://systemd.io/USER_NAMES/; systemd-analyze
+# flags a 32-character SupplementaryGroups= name): a plain login or group name, never ALL, %group,
+# +netgroup, #uid or a list, so the sudoers rule names exactly one user. The role checks group
+# names with it too (the onekvm.fleet.account_name test plugin).
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,30}\Z")
 # An absolute path made of plain components (no "." or "..", no doubled "/"), for the paths the
 # role writes into kvmd's config and the sudoers rule.
 _PATH_PART = r"/(?!\.\.?(?:/|\Z))[A-Za-z0-9_.+@:-]+"
@@ -232,7 +235,7 @@ def _fail(where, problem, fix):
 
 def _where(index, raw):
     name = raw.get("name") if isinstance(raw, dict) else None
-    if name:
+    if name is not None:  # an empty or odd name too: the message shows it as given
         return "button %r (item %d)" % (name, index + 1)
     return "item %d" % (index + 1)
 

@@ -3,11 +3,13 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The CI examples in examples/ci/ run here as written: their shell steps, in their order.
 
-The collection comes from the tarball `ansible-galaxy collection build` makes (the examples'
-COLLECTION), ansible-core from PyPI into a fresh virtualenv (pip's cache keeps this quick), and
-the environment carries nothing of this checkout (no ANSIBLE_COLLECTIONS_PATH, no PYTHONPATH).
-Steps that only set up the CI machine's OS packages are not run: scripts/setup.sh has installed
-them here (sudo for visudo).
+They run in a copy of this checkout (what actions/checkout or GitLab's clone gives the job),
+ansible-core from PyPI into a fresh virtualenv (pip's cache keeps this quick), and the
+environment carries nothing of this checkout (no ANSIBLE_COLLECTIONS_PATH, no PYTHONPATH). The
+GitHub steps run with their variables exactly as written (the collection built from the
+checkout); the GitLab script with COLLECTION set to the tarball `ansible-galaxy collection build`
+made, the other way the examples offer. Steps that only set up the CI machine's OS packages are
+not run: scripts/setup.sh has installed them here (sudo for visudo).
 """
 
 from __future__ import annotations
@@ -55,49 +57,60 @@ def run_steps(steps, env, cwd):
     return done
 
 
+# what a checkout does not have: build and test output of this tree
+NOT_CHECKED_OUT = shutil.ignore_patterns(".git", ".nox", ".venv*", "output", "__pycache__", ".pytest_cache", ".hypothesis",
+                                         "*.tar.gz", "onekvm-validate")
+
+
 @pytest.fixture(scope="module")
 def ci_work(tmp_path_factory):
     work = tmp_path_factory.mktemp("ci")
+    checkout = work / "checkout"
+    shutil.copytree(ROOT, checkout, ignore=NOT_CHECKED_OUT)
     done = run(["ansible-galaxy", "collection", "build", "--output-path", str(work / "dist"), ROOT])
     assert done.returncode == 0, done.stdout + done.stderr
     (tarball,) = (work / "dist").iterdir()
-    shutil.copytree(os.path.join(ROOT, "examples", "inventory"), work / "inventory")
-    return work, str(tarball)
+    return checkout, str(tarball)
 
 
 def test_workflows_run_on_inventory_changes_and_install_without_galaxy():
     gh = load("github-actions.yml")
-    assert "inventory/**" in gh["on"]["pull_request"]["paths"]
+    assert {"inventory/**", "examples/inventory/**"} <= set(gh["on"]["pull_request"]["paths"])
     gl = load("gitlab-ci.yml")["onekvm-validate"]
-    assert "inventory/**/*" in gl["rules"][0]["changes"]
+    assert {"inventory/**/*", "examples/inventory/**/*"} <= set(gl["rules"][0]["changes"])
     for env, steps in (github_steps(), gitlab_steps()):
-        assert env["COLLECTION"].startswith("git+https://")  # a git URL or a tarball, never a Galaxy name
+        # as written: the collection built from the checkout the job runs in, no placeholder to edit
+        assert env["COLLECTION"] == "" and env["COLLECTION_SOURCE"] == "." and env["INVENTORY"] == "examples/inventory"
+        assert any("ansible-galaxy collection build" in s and '"$COLLECTION_SOURCE"' in s for s in steps)
         assert any("ansible-galaxy collection install" in s and '"$COLLECTION"' in s for s in steps)
-        assert any("onekvm.fleet.validate" in s for s in steps)
+        assert any("onekvm.fleet.validate" in s and '-i "$INVENTORY"' in s for s in steps)
     assert gl["artifacts"]["reports"]["junit"] == "onekvm-validate/junit.xml"
 
 
-def test_github_steps_pass_the_example_inventory(ci_work):
-    work, tarball = ci_work
+def test_github_steps_as_written_pass_the_example_inventory(ci_work):
+    checkout, _tarball = ci_work
     env, steps = github_steps()
-    summary = work / "step-summary.md"
-    done = run_steps(steps, clean_env(dict(env, COLLECTION=tarball, GITHUB_STEP_SUMMARY=str(summary))), str(work))
+    summary = checkout.parent / "step-summary.md"
+    done = run_steps(steps, clean_env(dict(env, GITHUB_STEP_SUMMARY=str(summary))), str(checkout))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     assert "onekvm.fleet.validate: 5 hosts, 5 pass, 0 fail" in summary.read_text()
-    # the collection really came from the tarball into the job's own path
-    assert (work / ".collections" / "ansible_collections" / "onekvm" / "fleet" / "MANIFEST.json").is_file()
-    assert (work / "onekvm-validate" / "kvm-a01" / "etc" / "sudoers.d" / "onekvm").is_file()
-    assert (work / "onekvm-validate" / "junit.xml").is_file()
+    # the collection was built from the checkout and installed into the job's own path
+    with open(os.path.join(ROOT, "galaxy.yml"), encoding="utf-8") as f:
+        version = yaml.safe_load(f)["version"]
+    assert (checkout / ".onekvm-dist" / ("onekvm-fleet-%s.tar.gz" % version)).is_file()
+    assert (checkout / ".collections" / "ansible_collections" / "onekvm" / "fleet" / "MANIFEST.json").is_file()
+    assert (checkout / "onekvm-validate" / "kvm-a01" / "etc" / "sudoers.d" / "onekvm").is_file()
+    assert (checkout / "onekvm-validate" / "junit.xml").is_file()
 
 
-def test_gitlab_script_fails_a_bad_button_naming_host_and_button(ci_work):
-    work, tarball = ci_work
+def test_gitlab_script_with_a_tarball_fails_a_bad_button_naming_host_and_button(ci_work):
+    checkout, tarball = ci_work
     env, steps = gitlab_steps()
-    host_vars = work / "inventory" / "host_vars"
+    host_vars = checkout / "examples" / "inventory" / "host_vars"
     host_vars.mkdir(exist_ok=True)
     (host_vars / "kvm-a02.yml").write_text(BAD_BUTTON)
     try:
-        done = run_steps(steps, clean_env(dict(env, COLLECTION=tarball)), str(work))
+        done = run_steps(steps, clean_env(dict(env, COLLECTION=tarball)), str(checkout))
     finally:
         (host_vars / "kvm-a02.yml").unlink()
     assert done.returncode != 0

@@ -34,6 +34,9 @@ BROKEN = {
     # a line break in a name written into the unit would add a directive to it
     "bad-service": ({"onekvm_kvmd_service": "kvmd.service\nExecStartPre=/bin/rm -rf /"},
                     r"FAILED bad-service: Check the names of the watchdog's group and kvmd's service: .*onekvm_kvmd_service"),
+    # the group is named by the kvmd user's rule: systemd's strict rules end at 31 characters
+    "bad-group": ({"onekvm_watchdog_kvmd_group": "g" * 32},
+                  r'FAILED bad-group: Check the names of the watchdog.s group .*onekvm_watchdog_kvmd_group \("g{32}"\) must be a'),
     # ... and in the sudoers rule a rule of its own: visudo would accept that one
     "bad-user": ({"onekvm_kvmd_user": "kvmd ALL=(ALL) NOPASSWD: ALL\nkvmd", "onekvm_watchdog_kvmd_group": "kvmd"},
                  r"FAILED bad-user: Check the GPIO buttons .*the kvmd user .* is not a plain user name"),

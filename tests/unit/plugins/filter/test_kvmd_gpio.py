@@ -311,3 +311,9 @@ def test_relay_buttons_use_the_relay_port_given():
     assert own[0]["argv"][-1] == "/dev/ttyUSB3"
     with pytest.raises(AnsibleFilterError, match="relay_port 'kvm-relay' is not a plain /dev path"):
         kvmd_gpio(relay, relay_port="kvm-relay")
+
+
+def test_an_empty_name_is_named_in_the_message():
+    # found by test_sudoers_real_sudo's hostile inventories: the message said only "item 1"
+    with pytest.raises(AnsibleFilterError, match=r"button '' \(item 1\): name '' does not match"):
+        kvmd_gpio([dict(SEED_BUTTON, name="")])
