@@ -93,6 +93,10 @@ _value:
             The watchdog: C(service) (unit state), C(status), C(message), C(failing_since), C(reasons), C(last_failure),
             C(last_action), C(counters), C(last_recovery) (C(at), C(seconds)), C(checked_at); each null (or empty)
             when unknown. Null when the box has no watchdog (C(onekvm_watchdog_enabled=false)).
+            C(history) is the recovery history, oldest first (at most 48 entries), from the bounded event ring in
+            the watchdog's state - each with C(domain), C(event), C(kind) (V(failure), V(step), V(step-failed),
+            V(skipped), V(held), V(gave-up), V(healed), V(cleared)), C(at), C(epoch), C(step), C(result),
+            C(failing_for) (on V(healed) the time to heal, in seconds) and C(detail).
           type: dict
         usb:
           description: USB devices (C(port), C(id), C(product), C(nodes)), null when not listed.
@@ -178,7 +182,42 @@ def _watchdog_view(state):
         "counters": counters,
         "last_recovery": _last_recovery(failure, counters),
         "checked_at": iso_time(state.get("checked_at")),
+        "history": _history(state),
     }
+
+
+HISTORY_EVENTS = {  # the watchdog's recovery history (_watchdog_ladder.HISTORY_EVENTS): event -> kind on the page
+    "failure_detected": "failure", "action_done": "step", "action_failed": "step-failed", "action_skipped": "skipped",
+    "rate_limited": "held", "needs_human": "gave-up", "ladder_retry": "held", "recovered": "healed",
+    "glitch_cleared": "cleared", "cleared_unconfirmed": "cleared",
+}
+MAX_HISTORY = 48  # entries per box on the page and in the JSON (two domains of 24)
+
+
+def _history(state):
+    """The recent watchdog events of every domain, oldest first; each checked and cut (box output is untrusted)."""
+    domains = state.get("domains") if isinstance(state.get("domains"), dict) else {}
+    sources = [(str(name)[:40], d) for name, d in list(domains.items())[:8] if isinstance(d, dict)] or [(None, state)]
+    history = []
+    for domain, source in sources:
+        events = source.get("recent_events") if isinstance(source.get("recent_events"), list) else []
+        for item in events[-MAX_HISTORY:]:
+            if not isinstance(item, dict) or item.get("event") not in HISTORY_EVENTS or not _is_number(item.get("at")):
+                continue
+            history.append({
+                "domain": domain, "event": item["event"], "kind": HISTORY_EVENTS[item["event"]],
+                "at": iso_time(item["at"]), "epoch": item["at"],
+                "step": _short(item.get("step")), "result": _short(item.get("result")),
+                "failing_for": item["failing_for"] if _is_number(item.get("failing_for")) else None,
+                "detail": _short(item.get("detail")) or ("; ".join(_short(r) or "" for r in item["reasons"][:4])
+                                                         if isinstance(item.get("reasons"), list) else None),
+            })
+    history.sort(key=lambda e: e["epoch"])
+    return history[-MAX_HISTORY:]
+
+
+def _short(value):
+    return _one_line(value)[:160] if isinstance(value, str) else None
 
 
 def _last_recovery(failure, counters):

@@ -18,6 +18,16 @@ from ._watchdog_probes import OK, UNKNOWN, Health
 STATUSES = ("ok", "failing", "recovering", "needs_human")
 ACTED, FAILED, SKIPPED = "ok", "failed", "skipped"
 HOUR = 3600.0
+# The recovery history: the last HISTORY episode events of a domain (failure, each step and its
+# outcome, the end with the time it took), kept in the state file rather than read back from the
+# journal: the state is what `onekvm status --json` and the health playbook already read, it needs
+# no journal access (One-KVM in Docker runs under supervisord, PiKVM's journal is volatile), and a
+# bounded ring in /run cannot grow. A restart takes it over like the counters.
+HISTORY = 24
+HISTORY_EVENTS = ("failure_detected", "action_done", "action_failed", "action_skipped", "rate_limited",
+                  "needs_human", "ladder_retry", "recovered", "glitch_cleared", "cleared_unconfirmed")
+HISTORY_AGE = 7 * 24 * HOUR  # older entries in a restored file are dropped
+HISTORY_TEXT = 160  # characters of a reason or a step's detail kept per entry
 
 
 class Ladder:
@@ -43,9 +53,20 @@ class Ladder:
         self.last_action = None  # dict
         self.counters = {"checks": 0, "failures": 0, "recoveries": 0, "cleared": 0, "needs_human": 0,
                          "rate_limited": 0, "actions": {}, "last_recovery_seconds": None}
+        self.history = collections.deque(maxlen=HISTORY)  # (monotonic time, entry) of the recent episodes
 
     # -- the decision ---------------------------------------------------------------
     def tick(self, now: float, health: Health) -> tuple:
+        events, step = self._tick(now, health)
+        self._remember(now, events)
+        return events, step
+
+    def _remember(self, now: float, events: list) -> None:
+        for event in events:
+            if event["event"] in HISTORY_EVENTS:
+                self.history.append((now, history_entry(event)))
+
+    def _tick(self, now: float, health: Health) -> tuple:
         self.counters["checks"] += 1
         if health.verdict == OK:
             return ([self._end_episode(now, "recovered")] if self.status != "ok" else []), None
@@ -77,8 +98,10 @@ class Ladder:
         wait = self.config.waits[step] if result == ACTED else 0.0
         self.act_after = now + wait
         self.last_action = {"step": step, "result": result, "detail": detail, "at": now}
-        return [{"event": "action_" + ("done" if result == ACTED else result), "step": step, "result": result,
-                 "detail": detail, "wait": wait}]
+        events = [{"event": "action_" + ("done" if result == ACTED else result), "step": step, "result": result,
+                   "detail": detail, "wait": wait}]
+        self._remember(now, events)
+        return events
 
     def defer(self, until: float) -> None:
         """Another domain's step disturbed this domain's device: a failure until ``until`` is
@@ -189,6 +212,7 @@ class Ladder:
             "counters": self.counters,
             "recent_actions": [to_wall(t) for t in self.action_times],
             "backoff": self.backoff,
+            "recent_events": [dict(entry, at=to_wall(t)) for t, entry in self.history],
         }
 
     def restore(self, saved: dict, now: float, wall: float) -> None:
@@ -216,6 +240,48 @@ class Ladder:
         self.action_times = collections.deque(sorted(to_mono(t) for t in times))
         if _is_number(saved.get("backoff")):
             self.backoff = min(max(saved["backoff"], self.config.backoff), self.config.backoff_max)
+        self.history.clear()
+        for entry in checked_history(saved.get("recent_events"), wall):
+            self.history.append((to_mono(entry.pop("at")), entry))
+
+
+def _short(value):
+    return value[:HISTORY_TEXT] if isinstance(value, str) else None
+
+
+def history_entry(event: dict) -> dict:
+    """What the recovery history keeps of a ladder event: its kind, step, result, time taken, reasons."""
+    entry = {"event": event["event"]}
+    if event.get("step") in STEPS:
+        entry["step"] = event["step"]
+    if event.get("result") in (ACTED, FAILED, SKIPPED):
+        entry["result"] = event["result"]
+    if _is_number(event.get("failing_for")):
+        entry["failing_for"] = round(float(event["failing_for"]), 3)
+    detail = _short(event.get("detail"))
+    if detail and event.get("result") != ACTED:
+        entry["detail"] = detail
+    reasons = event.get("reasons")
+    if isinstance(reasons, list):
+        entry["reasons"] = [_short(r) for r in reasons[:4] if isinstance(r, str)]
+    return entry
+
+
+def checked_history(raw, wall: float) -> list:
+    """The valid entries of a saved ``recent_events`` (a file in /run: anything may be there), oldest first,
+    at most HISTORY, none from the future or older than HISTORY_AGE; each rebuilt from known fields only."""
+    entries = []
+    for item in raw[-HISTORY:] if isinstance(raw, list) else []:
+        if not isinstance(item, dict) or item.get("event") not in HISTORY_EVENTS:
+            continue
+        at = item.get("at")
+        if not _is_number(at) or not 0 <= wall - at <= HISTORY_AGE:
+            continue
+        entry = history_entry(item)
+        entry["at"] = round(float(at), 3)
+        entries.append(entry)
+    entries.sort(key=lambda e: e["at"])
+    return entries
 
 
 def _is_number(value) -> bool:

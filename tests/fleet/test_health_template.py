@@ -23,6 +23,12 @@ def every_kind_of_box() -> dict:
     healed = watchdog_state(last_failure={"since": T0, "ended": T0 + 9, "outcome": "recovered", "reasons": ["x"]},
                             last_action={"step": "ioctl", "result": "ok", "at": T0 + 5})
     healed["counters"].update(recoveries=1, last_recovery_seconds=9, actions={"ioctl": {"ok": 1, "failed": 0, "skipped": 0}})
+    healed["recent_events"] = [  # the watchdog's event ring (_watchdog_ladder.py), as the state file holds it
+        {"event": "failure_detected", "at": T0, "reasons": ["ustreamer: offline <b>"]},
+        {"event": "action_failed", "at": T0 + 2, "step": "restart_streamer", "result": "failed", "detail": "no streamer"},
+        {"event": "action_done", "at": T0 + 5, "step": "ioctl", "result": "ok"},
+        {"event": "recovered", "at": T0 + 9, "failing_for": 9.0},
+    ]
     missing = json.dumps({"failed": True, "msg": "no watchdog state", "exit_code": 3})
     boxes = [
         collected("healed", healed),
@@ -52,3 +58,7 @@ def test_template_renders_every_kind_of_box(tmp_path, coll_path):
     assert "service inactive, no state" in html
     assert "healed in 9 s" in html and "ioctl: 1 ok / 0 failed" in html
     assert 'id="summary-unreachable"><b>2</b>' in html
+    history = html[html.index('data-box="healed"'):]
+    history = history[history.index('class="history"'):history.index("</td>", history.index('class="history"'))]
+    assert history.count("<circle") == 4 and "healed in 9.0 s" in history
+    assert "restart_streamer failed" in history and "ustreamer: offline &lt;b&gt;" in history
