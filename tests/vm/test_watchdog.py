@@ -270,9 +270,41 @@ def test_disabled_by_the_role_it_stops_and_stays_off(clean):
     wait_for("the restarted watchdog's state", lambda: box.cli("status", check=False).get("running"), timeout=60)
 
 
-# ---- the HID domain on the box: the CH9329 simulator behind the FTDI adapter ----
+# ---- the ladder steps no test ran for real: power_cycle and ch9329 through the service ----
+
+def test_power_cycle_step_through_the_hardened_service(clean):
+    """The dongle stand-in sits on hub 1-1, which switches power per port (testbed.md): the
+    service's power_cycle step really takes 1-1.2 off the bus and the capture heals when
+    it re-enumerates; the twin at 1-1.3 and the CH9329's adapter at 1-1.1 stay."""
+    box = clean
+    apply_role(box, onekvm_watchdog_ladder=["power_cycle"], onekvm_watchdog_waits={"power_cycle": 15})
+    try:
+        healthy(box)
+        assert "CapabilityBoundingSet=cap_kill" in box.run("systemctl show -p CapabilityBoundingSet %s" % UNIT).stdout
+        before = read_json(box, STATE)["counters"]["recoveries"]
+        mark = box.log_mark()
+        box.run("onekvm-testbed break-capture")
+        state = wait_for("the power cycle to heal it", state_where(
+            box, lambda s: s["status"] == "ok" and s["counters"]["recoveries"] > before), timeout=150)
+        assert state["last_action"]["step"] == "power_cycle" and state["last_action"]["result"] == "ok", state
+        assert state["last_action"]["detail"]["hub"] == "1-1"
+        kernel = box.kernel_log_since(mark)
+        assert "usb 1-1.2: USB disconnect" in kernel and re.search(r"usb 1-1\.2: new \S+ USB device number", kernel)
+        assert "capture healed by a dongle reset" in kernel
+        assert not re.search(r"usb 1-1\.[13]: (USB disconnect|reset)", kernel), kernel
+    finally:
+        apply_role(box)
+
 
 GET_INFO = 0x01
+
+
+@pytest.fixture
+def chip(watchdog):
+    """The CH9329 simulator behind the FTDI adapter at 1-1.1 (QEMU chardev)."""
+    from ansible_collections.onekvm.fleet.tests.testbed.ch9329_sim import Chip, Simulator
+    with Simulator.on_socket(watchdog.ch9329_socket, chip=Chip(reset_time=0.5)) as simulator:
+        yield simulator
 
 
 def hid_settings(box):
@@ -297,3 +329,38 @@ def heal_on_reset(chip):
 
     threading.Thread(target=watch, daemon=True).start()
     return stop
+
+
+def test_ch9329_step_through_the_hardened_service(clean, chip):
+    """A silent chip is the HID domain's failure: the service resets the chip over the
+    FTDI adapter (DeviceAllow char-ttyUSB) and nothing of the capture is touched."""
+    box = clean
+    apply_role(box, **hid_settings(box))
+    try:
+        wait_for("both domains healthy", state_where(box, lambda s: s["status"] == "ok" and s["domains"]["hid"][
+            "verdict"] == "ok" and s["domains"]["capture"]["verdict"] == "ok"), timeout=120)
+        capture_before = read_json(box, STATE)["domains"]["capture"]["counters"]
+        mark = box.log_mark()
+        stop = heal_on_reset(chip)
+        try:
+            state = wait_for("the chip reset to heal the HID", state_where(
+                box, lambda s: s["domains"]["hid"]["counters"]["recoveries"] >= 1
+                and s["domains"]["hid"]["status"] == "ok"), timeout=120)
+        finally:
+            stop.set()
+        hid = state["domains"]["hid"]
+        assert hid["last_action"]["step"] == "ch9329" and hid["last_action"]["result"] == "ok", hid
+        assert chip.counters()["resets"] >= 1
+        capture = state["domains"]["capture"]
+        assert capture["counters"]["failures"] == capture_before["failures"] and capture["status"] == "ok"
+        assert not re.search(r"usb 1-1\.\d: (reset|USB disconnect)", box.kernel_log_since(mark))
+        values = metrics(box)
+        assert values['onekvm_watchdog_resets_total{domain="hid",method="ch9329"}'] >= 1
+        assert values['onekvm_watchdog_resets_total{domain="capture",method="restart_streamer"}'] == metrics_before(
+            capture_before, "restart_streamer")
+    finally:
+        apply_role(box)
+
+
+def metrics_before(counters, step):
+    return counters["actions"].get(step, {}).get("ok", 0)
