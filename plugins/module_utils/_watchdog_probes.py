@@ -185,11 +185,12 @@ _find_usb_devices = DongleFinder()
 
 
 def _ch9329_get_info(device: str, timeout: float):
-    """GET_INFO without pausing kvmd (the probe runs only while nobody holds the port)."""
+    """GET_INFO, never pausing kvmd: opened read-only, so a kvmd that took the port after
+    ``probe_hid`` looked is ``KvmdHoldsPort`` here and the chip is not spoken to."""
     from . import _ch9329
     options = _ch9329.LinkOptions(port=device, timeout=timeout, pause_kvmd=False, lock_timeout=timeout)
     try:
-        with _ch9329.open_chip(options) as (chip, dummy):
+        with _ch9329.open_chip(options, read_only=True) as (chip, dummy):
             return chip.get_info()
-    except Busy as exc:  # a reset is running: no verdict this time
+    except Busy as exc:  # kvmd holds the port, or a reset is running: no verdict this time
         raise InvalidArgument("HID not probed: %s" % exc.msg) from None

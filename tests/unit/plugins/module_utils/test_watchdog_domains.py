@@ -18,6 +18,8 @@ import pytest
 from ansible_collections.onekvm.fleet.plugins.module_utils import _watchdog
 from ansible_collections.onekvm.fleet.plugins.module_utils._errors import InvalidArgument
 from ansible_collections.onekvm.fleet.tests.support.unixhttp import UnixHttpServer
+from ansible_collections.onekvm.fleet.tests.unit.plugins.modules.ch9329_support import (  # noqa: F401  # pylint: disable=unused-import
+    box_env, sim)
 
 
 class Clock:
@@ -295,3 +297,33 @@ def test_status_names_each_domain(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[0].endswith(
         "its last state: capture ok; hid recovering (hid: chip); last action ch9329: ok")
+
+
+# ---- the HID probe never pauses kvmd, not even when kvmd opens the port after the check ----
+
+def test_the_chip_probe_opens_the_port_read_only(sim, box_env):  # pylint: disable=redefined-outer-name
+    """kvmd (pikvm/kvmd ``plugins/hid/ch9329``) keeps the port open and polls it: a probe that
+    finds it held says "no evidence" and sends nothing, and kvmd is neither stopped nor warned about."""
+    from ansible_collections.onekvm.fleet.plugins.module_utils import _watchdog_probes
+    box_env["systemd"].add_unit_holding("kvmd.service", sim.port)
+    frames = sim.counters["frames"]
+    with pytest.raises(InvalidArgument, match="HID not probed: kvmd.service holds"):
+        _watchdog_probes._ch9329_get_info(sim.port, 0.3)  # pylint: disable=protected-access
+    assert sim.counters["frames"] == frames and box_env["systemd"].calls == []
+
+
+def test_kvmd_taking_the_port_between_check_and_open_is_no_evidence(sim, box_env):  # pylint: disable=redefined-outer-name
+    """The probe looks for holders first; if kvmd opens the port just after, open_chip's own
+    read-only check still keeps the probe off it: the verdict is unknown, nothing is sent."""
+    from ansible_collections.onekvm.fleet.plugins.module_utils import _watchdog_probes
+    box_env["systemd"].add_unit_holding("kvmd.service", sim.port)
+    config = _watchdog.parse_config({"hid": {"enabled": True, "device": sim.port, "timeout": 0.3, "ladder": ["ch9329"]},
+                                    "dongle": {"port": "1-1.2"}})
+    frames = sim.counters["frames"]
+    ok, detail = _watchdog_probes.probe_hid(config, port_users=lambda device: [])
+    assert ok is None and "kvmd.service holds" in detail, detail
+    assert sim.counters["frames"] == frames and box_env["systemd"].calls == []
+    box_env["systemd"].holders[0].kill()
+    box_env["systemd"].holders[0].wait()
+    box_env["systemd"].set_unit("kvmd.service", active=True, pid=1)
+    assert _watchdog_probes.probe_hid(config, port_users=lambda device: [])[0] is True  # nobody holds it: asked
