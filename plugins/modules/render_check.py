@@ -164,6 +164,10 @@ class Checker:
             return "failed", "not valid YAML: %s" % exc
         if loaded != expected:
             return "failed", "loads as something else than the role decided: %r" % (loaded,)
+        streamer = (loaded or {}).get("kvmd", {}).get("streamer")
+        if streamer is not None:  # kvmd's streamer command edited (kvmd/tools.py build_cmd): cmd_append ends it
+            return "passed", "streamer: removes %s, appends %s" % (", ".join(streamer.get("cmd_remove", [])),
+                                                                    ", ".join(streamer.get("cmd_append", [])))
         gpio = (loaded or {}).get("kvmd", {}).get("gpio", {})
         scheme, drivers = gpio.get("scheme", {}), gpio.get("drivers", {})
         for channel, spec in scheme.items():

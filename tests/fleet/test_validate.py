@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -52,6 +53,11 @@ BROKEN = {
     "one-kvm": ({"onekvm_offline_kvmd": "one-kvm"},
                 r"FAILED one-kvm: Stop on a GPIO view in override.yaml .*defines kvmd.gpio.view .*onekvm_override_yaml_gpio_view=move"),
     "one-kvm-move": ({"onekvm_offline_kvmd": "one-kvm", "onekvm_override_yaml_gpio_view": "move"}, None),
+    "no-dongle": ({"onekvm_capture_usb_id": "", "onekvm_capture_usb_port": "", "onekvm_watchdog_ladder": ["restart_streamer"],
+                   "onekvm_watchdog_dongle_usb_id": "", "onekvm_watchdog_dongle_usb_port": ""}, None),
+    "no-streamer": ({"onekvm_streamer_use_symlink": False}, None),
+    "bad-streamer": ({"onekvm_streamer_cmd_remove": ["--device=/dev/video0\n--x"]},
+                     r"FAILED bad-streamer: Check the items to take out of kvmd's streamer command: onekvm_streamer_cmd_remove"),
     "box-override": ({"onekvm_offline_override_yaml": {"kvmd": {"gpio": {"view": {"table": [["x"]]}}}}},
                      r"FAILED box-override: Stop on a GPIO view in override.yaml"),
 }
@@ -91,9 +97,9 @@ def test_example_inventory_passes_without_any_box(example):
     assert "onekvm.fleet.validate: 5 hosts, 5 pass, 0 fail" in done.stdout
     summary = (workdir / "out" / "summary.md").read_text()
     for host in ("kvm-a01", "kvm-a02", "kvm-a03", "kvm-b01", "kvm-b02"):
-        # gpio.yaml, sudoers, udev, the box command, Reset HID (button command, job, unit), watchdog config and unit,
-        # a wrapper per root button
-        assert re.search(r"^ok +%s: 11 files checked" % host, summary, re.M), summary
+        # gpio.yaml, the streamer override, sudoers, udev, the box command, Reset HID (button command, job, unit),
+        # watchdog config and unit, a wrapper per root button
+        assert re.search(r"^ok +%s: 12 files checked" % host, summary, re.M), summary
 
 
 def test_rendered_files_are_what_the_box_gets(example):
@@ -152,6 +158,40 @@ def test_reset_hid_unit_brings_kvmd_back_however_the_job_ends(example, tmp_path,
         assert "ended (signal) with kvmd stopped: starting kvmd again" in after.stdout
 
 
+@pytest.mark.parametrize("flavour", ["pikvm", "one-kvm"])
+def test_the_streamer_override_makes_kvmd_run_ustreamer_on_the_symlink(example, flavour, tmp_path):
+    """The rendered override.d file, loaded with the box's config by the kvmd stand-in (what `kvmd -m`
+    runs): kvmd's streamer command (kvmd/tools.py build_cmd) names the role's symlink as its only device,
+    whether the box's cmd says /dev/kvmd-video (PiKVM's main.yaml) or /dev/video0 (One-KVM's override.yaml)."""
+    from ansible_collections.onekvm.fleet.tests.testbed import kvmd_standin as kvmd
+    workdir, done = example
+    rendered = (workdir / "out" / "kvm-a03" / "etc/kvmd/override.d/onekvm-streamer.yaml").read_text()
+    root = tmp_path / "root"
+    if flavour == "one-kvm":
+        shutil.copytree(os.path.join(ROOT, "tests", "testbed", "fixtures", "one-kvm"), str(root))
+        os.rename(str(root / "etc/kvmd/main.yaml.in"), str(root / "etc/kvmd/main.yaml"))
+    else:
+        (root / "usr/lib/kvmd").mkdir(parents=True)
+        (root / "usr/lib/kvmd/main.yaml").write_text(
+            "kvmd:\n    streamer:\n        cmd: [/usr/bin/ustreamer, --device=/dev/kvmd-video, --persistent, '--unix={unix}']\n")
+        (root / "etc/kvmd").mkdir(parents=True)
+        (root / "etc/kvmd/override.yaml").write_text("{}\n")
+    (root / "etc/kvmd/override.d").mkdir()
+    before = kvmd.streamer_cmd(kvmd.checked(str(root))[0])
+    (root / "etc/kvmd/override.d/onekvm-streamer.yaml").write_text(rendered)
+    after = kvmd.streamer_cmd(kvmd.checked(str(root))[0])
+    assert [item for item in after if item.startswith("--device")] == ["--device=/dev/kvmd-video"], after
+    assert [item for item in before if not item.startswith("--device")] == [item for item in after if not item.startswith("--device")]
+
+
+def test_no_streamer_override_without_the_capture_rule(broken):
+    """Without a dongle id or port the role's udev rule makes no symlink: the streamer is left alone."""
+    workdir, done = broken
+    assert (workdir / "out" / "good" / "etc/kvmd/override.d/onekvm-streamer.yaml").is_file()
+    assert not (workdir / "out" / "no-dongle" / "etc/kvmd/override.d/onekvm-streamer.yaml").exists()
+    assert not (workdir / "out" / "no-streamer" / "etc/kvmd/override.d/onekvm-streamer.yaml").exists()
+
+
 def test_junit_report_has_a_case_per_host_and_file(example):
     workdir, done = example
     suite = ET.parse(workdir / "junit.xml").getroot()
@@ -160,7 +200,7 @@ def test_junit_report_has_a_case_per_host_and_file(example):
     assert ("kvm-a01", "/etc/sudoers.d/onekvm: visudo") in cases
     assert ("kvm-b02", "/etc/systemd/system/onekvm-watchdog.service: systemd-unit") in cases
     assert ("kvm-b02", "/etc/systemd/system/onekvm-reset-hid.service: systemd-unit") in cases
-    assert len(cases) == 5 * 11
+    assert len(cases) == 5 * 12
 
 
 def test_a_broken_inventory_fails_naming_host_and_what_to_change(broken):
@@ -213,6 +253,7 @@ def _flatten(tasks):
 # secret (kvmd's password must not end up in CI artifacts)
 NOT_RENDERED = {("commands.yml", "Mark the directory as a package"),
                 ("watchdog.yml", "Give the watchdog kvmd credentials to ask kvmd's HID state (root only)"),
+                ("streamer.yml", "Put the previous streamer override back"),  # the box's previous file, restored
                 ("override_move.yml", "Write override.yaml without kvmd.gpio.view (its comments are not kept; the copy has them)")}
 
 

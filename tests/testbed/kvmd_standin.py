@@ -33,6 +33,12 @@ kvmd 4.94 from its ``python`` branch where the two differ):
     at most twice, unknown channels dropped). ``web_ui(model)`` says what
     ``web/share/js/kvm/gpio.js`` draws from it.
 
+``kvmd --standin-streamer-cmd``
+    Prints (JSON) the streamer command kvmd builds from the merged config: ``cmd[0]``, then
+    ``cmd[1:]`` without the items listed in ``cmd_remove`` (exact matches), then ``cmd_append``
+    (pikvm/kvmd ``kvmd/tools.py`` ``build_cmd``, called by ``kvmd/apps/kvmd/streamer.py``; One-KVM's
+    4.94 has the same keys). Placeholders such as ``{unix}`` stay unformatted, as ``kvmd -m`` shows them.
+
 ``kvmd --run``
     The service, as ``kvmd.service`` runs it:
 
@@ -249,13 +255,21 @@ def check_config(config, root="/", kind=None):
     return gpio
 
 
+def _options(value, where):
+    """kvmd's ``valid_options`` (validators/os.py): a string is split on commas and tabs, a list's items
+    become strings (``valid_string_list``); anything else, or a None item, is refused."""
+    if isinstance(value, str):
+        value = [item for item in re.split(r"[,\t]+", value) if item]
+    if not isinstance(value, (list, tuple)) or any(item is None for item in value):
+        raise ConfigError("Invalid value %r for key %r: a list of strings is required" % (value, where))
+    return [str(item).strip() for item in value]
+
+
 def _check_cmd(name, cmd, root, kind):
     where = "kvmd/gpio/drivers/%s/cmd" % name
-    if isinstance(cmd, str):
-        cmd = [item for item in re.split(r"[,\t]+", cmd) if item]
-    if not isinstance(cmd, (list, tuple)) or not cmd or any(item is None for item in cmd):
+    cmd = _options(cmd, where) if cmd is not None else None
+    if not cmd:
         raise ConfigError("Invalid value %r for key %r: a command is required" % (cmd, where))
-    cmd = [str(item).strip() for item in cmd]
     entry = cmd[0]
     if not entry.startswith("/"):
         raise ConfigError("Invalid value %r for key %r: %r is not an absolute path" % (cmd, where, entry))
@@ -263,6 +277,20 @@ def _check_cmd(name, cmd, root, kind):
         raise ConfigError("Invalid value %r for key %r: The argument %r is not a valid command entry point: "
                           "[Errno 2] No such file or directory: %r" % (cmd, where, entry, entry))
     return cmd
+
+
+def streamer_cmd(config):
+    """kvmd's final streamer command (``build_cmd``); ConfigError where kvmd's scheme refuses its parts
+    (``cmd`` is a ``valid_command``, ``cmd_remove``/``cmd_append`` are ``valid_options``: kvmd/apps/__init__.py)."""
+    streamer = (config.get("kvmd") or {}).get("streamer") or {}
+    where = "kvmd/streamer/%s"
+    cmd = _options(streamer.get("cmd", USTREAMER), where % "cmd")
+    if not cmd or not cmd[0].startswith("/"):
+        raise ConfigError("Invalid value %r for key %r: a command with an absolute entry point is required"
+                          % (cmd, where % "cmd"))
+    remove = _options(streamer.get("cmd_remove", []), where % "cmd_remove")
+    return [cmd[0]] + [item for item in cmd[1:] if item not in remove] + _options(streamer.get("cmd_append", []),
+                                                                               where % "cmd_append")
 
 
 def checked(root="/"):
@@ -746,13 +774,17 @@ def main(argv):
             gpio = checked()[1]
             sys.stdout.write(json.dumps(gpio_model(gpio), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
             return 0
+        if argv == ["--standin-streamer-cmd"]:
+            sys.stdout.write(json.dumps(streamer_cmd(checked()[0])) + "\n")
+            return 0
         if argv[:1] == ["--run"] and set(argv[1:]) <= {"--streamer"}:
             run("--streamer" in argv)
             return 0
     except ConfigError as exc:
         sys.stderr.write("ConfigError: %s\n" % exc)
         return 1
-    sys.stderr.write("kvmd stand-in: only `kvmd -m`, `kvmd --standin-gpio-model` and `kvmd --run [--streamer]`\n")
+    sys.stderr.write("kvmd stand-in: only `kvmd -m`, `kvmd --standin-gpio-model`, `kvmd --standin-streamer-cmd` and "
+                     "`kvmd --run [--streamer]`\n")
     return 2
 
 

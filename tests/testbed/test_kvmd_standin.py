@@ -216,3 +216,42 @@ def test_switch_and_errors_are_shaped_like_kvmds():
     assert api.route("GET", "/gpio", {})[1]["state"]["outputs"]["sw"]["state"] is True
     assert api.route("POST", "/gpio/pulse", {"channel": "ghost"})[1]["error"] == "GpioChannelNotFoundError"
     assert api.route("GET", "/nope", {})[0] == 404
+
+
+# ---- the streamer command (kvmd/tools.py build_cmd) ----------------------------------------
+def test_streamer_cmd_is_cmd_without_the_removed_items_then_the_appended_ones(pikvm):
+    write(pikvm, kvmd.UPSTREAM_MAIN, "kvmd:\n    streamer:\n        cmd: [/usr/bin/ustreamer, --device=/dev/video0, --persistent,"
+                                     " --device=/dev/video0, 5]\n")
+    write(pikvm, "/etc/kvmd/override.d/streamer.yaml",
+          "kvmd: {streamer: {cmd_remove: [--device=/dev/video0, --persistent=1], cmd_append: [--device=/dev/kvmd-video]}}\n")
+    # every exact match goes ("--persistent=1" is not "--persistent"), items become strings, the appended come last
+    assert kvmd.streamer_cmd(kvmd.load_config(str(pikvm))) == [
+        "/usr/bin/ustreamer", "--persistent", "5", "--device=/dev/kvmd-video"]
+
+
+def test_one_kvm_points_the_streamer_at_video0_and_an_override_d_edit_survives_its_override_yaml(one_kvm):
+    config = kvmd.load_config(str(one_kvm))
+    assert "--device=/dev/video0" in kvmd.streamer_cmd(config)  # override.yaml replaced main.yaml's whole cmd
+    write(one_kvm, "/etc/kvmd/override.d/streamer.yaml",
+          "kvmd: {streamer: {cmd_remove: [--device=/dev/video0], cmd_append: [--device=/dev/kvmd-video]}}\n")
+    cmd = kvmd.streamer_cmd(kvmd.load_config(str(one_kvm)))
+    assert [item for item in cmd if item.startswith("--device")] == ["--device=/dev/kvmd-video"] and "--unix={unix}" in cmd
+
+
+def test_streamer_options_are_read_like_kvmd_reads_them(pikvm):
+    # valid_options: a string is split on commas and tabs (kvmd/validators/os.py)
+    write(pikvm, kvmd.OVERRIDE, "kvmd: {streamer: {cmd: '/usr/bin/ustreamer,--device=/dev/video0', "
+                                "cmd_remove: --device=/dev/video0, cmd_append: '--device=/dev/kvmd-video,\t--slowdown'}}\n")
+    assert kvmd.streamer_cmd(kvmd.load_config(str(pikvm))) == ["/usr/bin/ustreamer", "--device=/dev/kvmd-video", "--slowdown"]
+
+
+@pytest.mark.parametrize("streamer, message", [
+    ("{cmd_append: {a: 1}}", "kvmd/streamer/cmd_append': a list of strings"),
+    ("{cmd_remove: [null]}", "kvmd/streamer/cmd_remove': a list of strings"),
+    ("{cmd: []}", "kvmd/streamer/cmd': a command with an absolute entry point"),
+    ("{cmd: [ustreamer]}", "kvmd/streamer/cmd': a command with an absolute entry point"),
+])
+def test_streamer_parts_kvmd_refuses(pikvm, streamer, message):
+    write(pikvm, kvmd.OVERRIDE, "kvmd: {streamer: %s}\n" % streamer)
+    with pytest.raises(kvmd.ConfigError, match=message):
+        kvmd.streamer_cmd(kvmd.load_config(str(pikvm)))
