@@ -117,7 +117,7 @@ def uvc(box):
     ports = wait_for("the UVC gadget on the USB bus", lambda: usb_port_of(box, USB_ID), timeout=90)
     assert len(ports) == 1, ports
     port = ports[0]
-    node = wait_for("uvcvideo's capture node", lambda: capture_node(box, port), timeout=90)
+    node = wait_for("uvcvideo's capture node", lambda: capture_node(box, port), timeout=180)
     try:
         yield {"port": port, "node": node, "mark": mark}
     finally:
@@ -148,7 +148,7 @@ def test_the_roles_symlink_follows_the_capture_node_to_its_new_number(box, uvc):
         report = box.cli("usb-reset", USB_ID, "--port", port, timeout=300)  # the box command: USBDEVFS_RESET
         assert report["devices"][0]["port"] == port, report
         second = wait_for("the capture node back under another number",
-                          lambda: (lambda n: n if n and n != first else None)(capture_node(box, port)), timeout=120)
+                          lambda: (lambda n: n if n and n != first else None)(capture_node(box, port)), timeout=180)
         assert wait_for("the role's symlink on the new node", lambda: box.run(
             "readlink -f %s" % link, check=False).stdout.strip() == "/dev/" + second, timeout=60)
     finally:
