@@ -166,8 +166,8 @@ class Checker:
             return "failed", "loads as something else than the role decided: %r" % (loaded,)
         streamer = (loaded or {}).get("kvmd", {}).get("streamer")
         if streamer is not None:  # kvmd's streamer command edited (kvmd/tools.py build_cmd): cmd_append ends it
-            return "passed", "streamer: removes %s, appends %s" % (", ".join(streamer.get("cmd_remove", [])),
-                                                                    ", ".join(streamer.get("cmd_append", [])))
+            removed, appended = streamer.get("cmd_remove", []), streamer.get("cmd_append", [])
+            return "passed", "streamer: removes %s, appends %s" % (", ".join(removed), ", ".join(appended))
         gpio = (loaded or {}).get("kvmd", {}).get("gpio", {})
         scheme, drivers = gpio.get("scheme", {}), gpio.get("drivers", {})
         for channel, spec in scheme.items():

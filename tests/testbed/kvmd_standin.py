@@ -289,8 +289,8 @@ def streamer_cmd(config):
         raise ConfigError("Invalid value %r for key %r: a command with an absolute entry point is required"
                           % (cmd, where % "cmd"))
     remove = _options(streamer.get("cmd_remove", []), where % "cmd_remove")
-    return [cmd[0]] + [item for item in cmd[1:] if item not in remove] + _options(streamer.get("cmd_append", []),
-                                                                               where % "cmd_append")
+    append = _options(streamer.get("cmd_append", []), where % "cmd_append")
+    return [cmd[0]] + [item for item in cmd[1:] if item not in remove] + append
 
 
 def checked(root="/"):

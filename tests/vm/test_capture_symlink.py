@@ -147,8 +147,10 @@ def test_the_roles_symlink_follows_the_capture_node_to_its_new_number(box, uvc):
         mark = box.log_mark()
         report = box.cli("usb-reset", USB_ID, "--port", port, timeout=300)  # the box command: USBDEVFS_RESET
         assert report["devices"][0]["port"] == port, report
-        second = wait_for("the capture node back under another number",
-                          lambda: (lambda n: n if n and n != first else None)(capture_node(box, port)), timeout=180)
+        def renumbered():
+            node = capture_node(box, port)
+            return node if node and node != first else None
+        second = wait_for("the capture node back under another number", renumbered, timeout=180)
         assert wait_for("the role's symlink on the new node", lambda: box.run(
             "readlink -f %s" % link, check=False).stdout.strip() == "/dev/" + second, timeout=60)
     finally:
