@@ -60,6 +60,10 @@ BROKEN = {
                      r"FAILED bad-streamer: Check the items to take out of kvmd's streamer command: onekvm_streamer_cmd_remove"),
     "box-override": ({"onekvm_offline_override_yaml": {"kvmd": {"gpio": {"view": {"table": [["x"]]}}}}},
                      r"FAILED box-override: Stop on a GPIO view in override.yaml"),
+    # One-KVM 0.2 (no kvmd): set in the inventory, checked without the box; One-KVM's baud rates only
+    "onekvm2": ({"onekvm_flavour": "onekvm2", "onekvm_offline_kvmd": "one-kvm"}, None),
+    "bad-onekvm2-baud": ({"onekvm_flavour": "onekvm2", "onekvm_onekvm2_hid_baudrate": 14400},
+                         r"FAILED bad-onekvm2-baud: role variables: .*onekvm_onekvm2_hid_baudrate"),
 }
 
 
@@ -233,6 +237,21 @@ def test_one_kvm_warns_about_programs_the_role_does_not_install(broken):
     assert re.search(r"warn +one-kvm-move: button driver 'toggle_switch' runs /usr/local/bin/kvm-switch: One-KVM's kvmd refuses",
                      summary), summary
     assert "warn   one-kvm-move: button driver 'onekvm_reset_hid'" not in summary  # sudo and the role's own scripts exist
+
+
+def test_onekvm2_box_gets_no_kvmd_files_and_is_told_once(broken):
+    """One-KVM 0.2 reads no override.d and has no ustreamer: no gpio.yaml, sudoers, button wrappers or watchdog
+    files for it (a kvmd host of the same inventory gets them), and the run says once what it cannot do."""
+    workdir, done = broken
+    box, kvmd_box = workdir / "out" / "onekvm2", workdir / "out" / "good"
+    assert (kvmd_box / "etc/kvmd/override.d/gpio.yaml").is_file()
+    for path in ("etc/kvmd/override.d/gpio.yaml", "etc/sudoers.d/onekvm", "etc/onekvm/watchdog.json",
+                 "etc/systemd/system/onekvm-watchdog.service", "usr/local/lib/onekvm/buttons"):
+        assert not (box / path).exists(), path
+    assert (box / "etc/udev/rules.d/90-onekvm.rules").is_file()  # stable names serve One-KVM too
+    told = re.findall(r"One-KVM 0.2 \(no kvmd\) on ([^:]*): it has no custom web-UI buttons", done.stdout)
+    assert len(told) == 1 and "onekvm2" in told[0], done.stdout[-3000:]
+    assert "ATX power and reset buttons" in done.stdout
 
 
 def _tasks():
