@@ -85,8 +85,14 @@ _value:
           description: What did not answer without making the box fail.
           type: list
           elements: str
+        flavour:
+          description: What the box runs, V(kvmd) (PiKVM, One-KVM's kvmd-based branch) or V(onekvm2) (One-KVM 0.2, no kvmd).
+          type: str
+        service:
+          description: The unit the box's state is judged on, kvmd's or V(one-kvm.service).
+          type: str
         kvmd:
-          description: kvmd's unit state (C(systemctl is-active)), null when unknown.
+          description: The state of that unit (C(systemctl is-active)), null when unknown.
           type: str
         watchdog:
           description: >-
@@ -125,7 +131,9 @@ def fleet_health(hosts, boxes, generated_at=None):
 def box_entry(name, box):
     """One box's row: its state and the reasons for it."""
     box = box if isinstance(box, dict) else {}
-    entry = {"name": str(name), "state": "ok", "problems": [], "warnings": [], "kvmd": box.get("kvmd"),
+    flavour = box.get("flavour") or "kvmd"
+    entry = {"name": str(name), "state": "ok", "problems": [], "warnings": [], "flavour": flavour,
+             "service": box.get("service") or "kvmd", "kvmd": box.get("kvmd"),
              "watchdog": None, "usb": None, "ch9329": None, "collected_at": box.get("collected_at")}
     if not box:
         entry.update(state="unreachable", problems=["nothing was collected from this box (it failed before the health checks)"])
@@ -136,7 +144,7 @@ def box_entry(name, box):
     if box.get("error"):
         entry["problems"].append("collecting failed: %s" % _one_line(box["error"]))
     if box.get("kvmd") != "active":
-        entry["problems"].append("kvmd is %s" % (box.get("kvmd") or "unknown"))
+        entry["problems"].append("%s is %s" % (entry["service"], box.get("kvmd") or "unknown"))
     _add_watchdog(entry, box)
     _add_usb(entry, box)
     _add_ch9329(entry, box)

@@ -34,6 +34,8 @@ def every_kind_of_box() -> dict:
         collected("healed", healed),
         collected("no-state", watchdog_unit="inactive", watchdog_rc=3, watchdog_stdout=missing),
         collected("no-watchdog", watchdog_enabled=False, usb=None, ch9329_skipped=True),
+        collected("one-kvm-0.2", flavour="onekvm2", service="one-kvm.service", watchdog_enabled=False,
+                  ch9329_skipped=True),
         collected("needs-human<script>", watchdog_state("needs_human")),
         {"name": "gone", "reachable": False, "error": "ssh: connect to host 192.0.2.9 port 22: Connection timed out"},
     ]
@@ -55,6 +57,8 @@ def test_template_renders_every_kind_of_box(tmp_path, coll_path):
                                                              "no-state", "healed", "no-watchdog")]
     assert order == sorted(order), "failing and unreachable boxes first"
     assert "<script>" not in html  # names are escaped
+    row = html[html.index('data-box="one-kvm-0.2"'):]
+    assert "onekvm2<br>" in row[:3000] and "one-kvm.service:" in row[:3000]  # the flavour and the unit judged
     assert "service inactive, no state" in html
     assert "healed in 9 s" in html and "ioctl: 1 ok / 0 failed" in html
     assert 'id="summary-unreachable"><b>2</b>' in html

@@ -150,3 +150,18 @@ def test_a_channel_without_view_item_or_scheme_entry_is_missing():
 
 def test_filters_are_registered():
     assert set(FilterModule().filters()) == {"fleet_health"}
+
+
+def test_flavour_is_shown_and_one_kvm_0_2_is_judged_on_its_own_service():
+    """A One-KVM 0.2 box has no kvmd (its unit is one-kvm.service) and no capture watchdog of ours."""
+    kvmd_box = collected("kvm-a01")
+    one_kvm = collected("kvm-c01", flavour="onekvm2", service="one-kvm.service", kvmd="active",
+                        watchdog_enabled=False, ch9329_skipped=True)
+    result = report(kvmd_box, one_kvm)
+    rows = {b["name"]: b for b in result["boxes"]}
+    assert (rows["kvm-a01"]["flavour"], rows["kvm-c01"]["flavour"]) == ("kvmd", "onekvm2")
+    assert (rows["kvm-a01"]["service"], rows["kvm-c01"]["service"]) == ("kvmd", "one-kvm.service")
+    assert rows["kvm-c01"]["state"] == "ok", rows["kvm-c01"]
+    stopped = report(collected("kvm-c01", flavour="onekvm2", service="one-kvm.service", kvmd="failed",
+                               watchdog_enabled=False, ch9329_skipped=True))["boxes"][0]
+    assert stopped["state"] == "failing" and stopped["problems"] == ["one-kvm.service is failed"]
