@@ -26,6 +26,7 @@ options:
       - When V(true) and C(kvmd.service) or C(kvmd-hid.service) is active and one of its processes really has O(port)
         open (seen in C(/proc/*/fd)), that unit is stopped for the exchange and always started again afterwards, also
         on failure; C(kvmd_paused) in the result names it. When no kvmd process holds the port, kvmd is not touched.
+      - On One-KVM 0.2 (no kvmd) its own C(one-kvm.service) holds the port, exclusively; it is paused the same way.
       - When V(false), kvmd is left alone and a warning is returned if it holds the port.
       - Check mode never stops kvmd, whatever this option says.
       - Every option is checked, and the port checked to be a serial tty, before kvmd is touched.

@@ -33,7 +33,11 @@ from ._serialport import port_users
 MAIN_CONFIGS = ("usr/lib/kvmd/main.yaml", "etc/kvmd/main.yaml")  # first that exists, relative to root
 OVERRIDE_DIR = "etc/kvmd/override.d"
 OVERRIDE_FILE = "etc/kvmd/override.yaml"
-DEFAULT_UNITS = ("kvmd.service", "kvmd-hid.service")
+# The services that may hold the CH9329's port: kvmd (PiKVM, One-KVM's kvmd branch) or, on One-KVM 0.2
+# (no kvmd), one-kvm.service itself (build/one-kvm.service; src/hid/ch9329.rs opens the port with
+# serialport 4, which takes it exclusively with TIOCEXCL - root still gets in, so it must be paused).
+ONEKVM2_UNIT = "one-kvm.service"
+DEFAULT_UNITS = ("kvmd.service", "kvmd-hid.service", ONEKVM2_UNIT)
 # The Reset HID button's work runs in this unit (the role's _onekvm_reset_hid_unit): outside kvmd's
 # cgroup, since stopping kvmd kills every process kvmd started (KillMode=mixed)
 RESET_HID_UNIT = "onekvm-reset-hid.service"
@@ -306,8 +310,10 @@ def paused_for_port(port: str, enabled: bool = True, systemctl: str | None = Non
     if holding and not enabled:
         who = ", ".join("%s pid %d" % (u["comm"], u["pid"]) for u in holders)
         if read_only:
-            raise KvmdHoldsPort("%s holds %s (%s) and polls the chip about every 0.1 s" % (
-                " and ".join(holding), port, who), units=holding, port=port)
+            how = ("talks to the chip (it opened the port exclusively)" if holding == [ONEKVM2_UNIT]
+                   else "polls the chip about every 0.1 s")
+            raise KvmdHoldsPort("%s holds %s (%s) and %s" % (" and ".join(holding), port, who, how),
+                                units=holding, port=port)
         state["warnings"].append("%s holds %s and polls it; replies may be lost (pause_kvmd is off)"
                                  % (", ".join(holding), port))
         holding = []

@@ -209,6 +209,17 @@ def test_reset_pauses_kvmd_only_while_it_holds_the_port(sim, box_env):
     assert systemd.calls == [("stop", "kvmd.service"), ("start", "kvmd.service")]
 
 
+def test_reset_pauses_one_kvm_0_2_holding_the_port(sim, box_env):
+    """One-KVM 0.2 has no kvmd: its own service holds the CH9329's port (src/hid/ch9329.rs opens it with serialport 4,
+    exclusively); the exchange pauses one-kvm.service instead and starts it again."""
+    systemd = box_env["systemd"]
+    systemd.add_unit_holding("one-kvm.service", sim.port)
+    result = run({"port": sim.port})
+    assert result["changed"] and result["kvmd_holding"] == ["one-kvm.service"], result
+    assert result["kvmd_paused"] == ["one-kvm.service"]
+    assert systemd.calls == [("stop", "one-kvm.service"), ("start", "one-kvm.service")]
+
+
 def test_address_auto_scan_is_bounded(sim):
     sim.chip.stored[2] = 0x30
     sim.chip.active = bytes(sim.chip.stored)
