@@ -52,6 +52,18 @@ def test_full_role_rerun_changes_nothing_either(fleet):
     assert all(c["ok"] > 35 for c in counts.values()), counts  # the role did run
 
 
+def test_with_kvmd_credentials_the_gate_asks_the_running_kvmd(fleet):
+    """The stand-in serves GET /gpio from the model it prints for kvmd -m, with kvmd's auth (admin/admin as
+    PiKVM ships it): the right password passes the live check, a wrong one stops the rollout by name."""
+    done = provision(fleet, "-e", "fleet_gate_kvmd_user=admin", "-e", "fleet_gate_kvmd_password=admin")
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert "Gate: the running kvmd has the buttons with their pulse lengths" in done.stdout
+    wrong = provision(fleet, "-e", "fleet_gate_kvmd_user=admin", "-e", "fleet_gate_kvmd_password=Wr0ng-pass")
+    assert wrong.returncode != 0
+    assert "refused the credentials (HTTP 403)" in wrong.stdout, wrong.stdout[-4000:]
+    assert "Wr0ng-pass" not in wrong.stdout  # no_log
+
+
 def test_the_gate_does_not_trust_a_state_file_whose_writer_is_gone(fleet):
     canary = fleet["names"][0]
     unit = "onekvm-watchdog.service"
