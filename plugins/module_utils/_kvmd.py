@@ -342,19 +342,23 @@ def reset_hid_outcome(systemctl: str | None = None, unit: str = RESET_HID_UNIT) 
     """How the last Reset HID run went (None where its unit is not installed), for ``onekvm status``."""
     try:
         props = ServiceManager(systemctl, timeout=10).show(unit, "LoadState", "ActiveState", "Result", "ExecMainStatus",
-                                                           "ExecMainStartTimestamp", "ExecMainExitTimestamp")
+                                                           "ExecMainStartTimestamp", "ExecMainExitTimestamp",
+                                                           "InactiveExitTimestamp")
     except (DeviceError, MissingDependency, PermissionDenied):
         return None
     if props["LoadState"] != "loaded":
         return None
+    # on the simulated box (systemd 252) ExecMainStartTimestamp was empty once the oneshot unit had
+    # ended; the time a unit leaves "inactive" is recorded on every start, whatever its type
+    started = props["ExecMainStartTimestamp"] or props["InactiveExitTimestamp"]
     if props["ActiveState"] in ("activating", "deactivating"):
-        summary = "running since %s" % props["ExecMainStartTimestamp"]
-    elif not props["ExecMainStartTimestamp"]:
+        summary = "running since %s" % started
+    elif not started:
         summary = "not run since boot"
     elif props["Result"] == "success":
-        summary = "last run at %s succeeded" % props["ExecMainStartTimestamp"]
+        summary = "last run at %s succeeded" % started
     else:
         summary = "last run at %s failed (%s, exit status %s): journalctl -u %s" % (
-            props["ExecMainStartTimestamp"], props["Result"], props["ExecMainStatus"] or "?", unit)
+            started, props["Result"], props["ExecMainStatus"] or "?", unit)
     return {"unit": unit, "state": props["ActiveState"], "result": props["Result"], "summary": summary,
-            "started": props["ExecMainStartTimestamp"], "exited": props["ExecMainExitTimestamp"]}
+            "started": started, "exited": props["ExecMainExitTimestamp"]}

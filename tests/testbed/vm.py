@@ -102,7 +102,9 @@ class Box:
 
     @property
     def key(self) -> str:
-        return os.path.join(self.state["image"], "id_ed25519")
+        # the box's own copy: a build of another image recipe on this machine removes older images
+        own = os.path.join(RUN_DIR, "id_ed25519")
+        return own if os.path.exists(own) else os.path.join(self.state["image"], "id_ed25519")
 
     @property
     def ch9329_socket(self) -> str:
@@ -167,8 +169,13 @@ class Box:
             log("another simulated box is running on this machine; waiting for it to stop")
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
         t_lock = time.monotonic()
+        if not os.path.exists(os.path.join(image, ".complete")):
+            # removed while this run waited for the lock (a build of another recipe keeps only its own)
+            image = build_image()
         subprocess.run(["rm", "-rf", RUN_DIR], check=True)
         os.makedirs(RUN_DIR)
+        subprocess.run(["install", "-m", "600", os.path.join(image, "id_ed25519"), os.path.join(RUN_DIR, "id_ed25519")],
+                       check=True)
         overlay = os.path.join(RUN_DIR, "overlay.qcow2")
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
                         os.path.join(image, "rootfs.img"), overlay], check=True)
@@ -287,6 +294,11 @@ class Box:
         src = os.path.join(REPO, "plugins", "module_utils")
         self.run("rm -rf /usr/local/lib/onekvm/onekvm")
         self.put_tree(src, "/usr/local/lib/onekvm/onekvm")
+        # owned and moded as the role installs them: a role run on this box then finds the modules
+        # in place by checksum and copies none of them
+        self.run("chown -R root:root /usr/local/lib/onekvm/onekvm && "
+                 "find /usr/local/lib/onekvm/onekvm -type f -exec chmod 0644 {} + && "
+                 "find /usr/local/lib/onekvm/onekvm -type d -exec chmod 0755 {} +")
         entry = render_entry_script("/usr/bin/python3", "/usr/local/lib/onekvm")
         self.run("touch /usr/local/lib/onekvm/onekvm/__init__.py && cat > /usr/local/bin/onekvm && "
                  "chmod 755 /usr/local/bin/onekvm", input=entry)

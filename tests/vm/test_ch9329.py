@@ -144,3 +144,41 @@ def test_usb_reset_of_the_adapter_then_chip_reset(box, sim):
 def _reset_ok(box, port):
     result = box.ansible("onekvm.fleet.ch9329_reset", {"port": port})
     return result if not result.get("failed") else None
+
+
+@pytest.fixture
+def kvmd_on_the_chip(box):
+    """kvmd's HID device (/dev/kvmd-hid, kvmd's ch9329 default) pointed at the chip's adapter,
+    so that the box's kvmd holds the port and polls it, as on a real box."""
+    port = box.serial_by_path(CH9329_PORT_PATH)
+    existed = box.run("test -e /dev/kvmd-hid", check=False).returncode == 0
+    if not existed:
+        box.run("ln -s $(readlink -f %s) /dev/kvmd-hid" % port)
+    try:
+        if not wait_for(lambda: kvmd_holds(box, port), 30, interval=1):
+            pytest.skip("this box's kvmd stand-in does not open kvmd.hid.device")
+        yield port
+    finally:
+        if not existed:
+            box.run("rm -f /dev/kvmd-hid && systemctl restart kvmd.service", check=False)
+
+
+def test_kvmd_holding_the_port_is_paused_only_for_actions(box, sim, kvmd_on_the_chip):
+    port = kvmd_on_the_chip
+    before = kvmd_run(box)
+    info = box.ansible("onekvm.fleet.ch9329_info", {"port": port})
+    assert not info.get("failed") and info["read"] is False and info["kvmd_holding"] == ["kvmd.service"], info
+    assert "pause_kvmd: true" in info["warnings"][0]
+    check = box.ansible("onekvm.fleet.ch9329_reset", {"port": port}, check_mode=True)
+    assert check["probed"] is False and check["kvmd_paused"] == [], check
+    busy = box.cli("ch9329-info", "--port", port, check=False)
+    assert busy["rc"] == 4 and "--pause-kvmd" in busy["msg"], busy
+    assert kvmd_run(box) == before  # the same run of kvmd: nothing stopped it
+    resets = resets_seen(sim)
+    reset = box.ansible("onekvm.fleet.ch9329_reset", {"port": port})
+    assert not reset.get("failed") and reset["kvmd_paused"] == ["kvmd.service"], reset
+    assert "kvmd.service paused for it and started again" in reset["msg"]
+    assert resets_seen(sim) == resets + 1
+    after = kvmd_run(box)
+    assert "ActiveState=active" in after and after != before  # stopped for the reset, started again
+    assert wait_for(lambda: kvmd_holds(box, port), 30, interval=1)  # and polling the chip again

@@ -43,6 +43,9 @@ def watchdog_state(tmp_path):
      "Reset HID: last run at Tue 2026-12-01 20:00:00 UTC failed (exit-code, exit status 5): journalctl -u onekvm-reset-hid.service"),
     (dict(SUCCESS, ActiveState="activating"), "Reset HID: running since Tue 2026-12-01 20:00:00 UTC"),
     (dict(SUCCESS, ExecMainStartTimestamp=""), "Reset HID: not run since boot"),
+    # what systemd 252 (the simulated box's Debian 12) shows for the oneshot unit after a run
+    (dict(SUCCESS, ExecMainStartTimestamp="", InactiveExitTimestamp="Tue 2026-12-01 20:00:01 UTC"),
+     "Reset HID: last run at Tue 2026-12-01 20:00:01 UTC succeeded"),
 ])
 def test_status_shows_the_last_reset_hid_outcome(tmp_path, props, summary):
     env = fake_systemctl(tmp_path, props)
