@@ -6,7 +6,7 @@ ENV = env_file=$$(scripts/setup.sh) && source "$$env_file"
 # the nox sessions (lint, sanity, units, docs ...) need only a Python >= 3.12: no root, no apt
 NOX_ENV = env_file=$$(scripts/setup.sh nox) && source "$$env_file"
 
-.PHONY: setup demo test unit sanity lint docs changelog fleet vm-test molecule image vm-start vm-stop bench
+.PHONY: setup demo test unit sanity lint role-docs docs changelog fleet vm-test molecule image vm-start vm-stop bench
 
 setup:            ## install Debian packages + venv + collection path (idempotent)
 	@scripts/setup.sh >/dev/null
@@ -23,8 +23,11 @@ unit:             ## fast inner loop: ansible-test units + simulator and script 
 sanity:           ## ansible-test sanity (--venv)
 	@$(NOX_ENV) && scripts/test-all.sh sanity
 
-lint:             ## ansible-lint, production profile, offline
+lint:             ## ansible-lint, production profile, offline; the role's generated docs are current
 	@$(NOX_ENV) && scripts/test-all.sh lint
+
+role-docs:        ## write the role's README.md and defaults/main.yml from meta/argument_specs.yml (aar-doc)
+	@$(NOX_ENV) && nox -f noxfile.py --envdir "$${ONEKVM_NOX_ENVDIR:-.nox}" --reuse-existing-virtualenvs -s role-docs
 
 docs:             ## antsibull-docs lint-collection-docs
 	@$(NOX_ENV) && scripts/test-all.sh docs

