@@ -175,9 +175,12 @@ def role_docs(session: nox.Session) -> None:
 
 def _role_docs_drift(session: nox.Session) -> list[tuple[str, str | None]]:
     """One case per derived file: is it what aar-doc makes of the argument spec today?"""
-    copy = Path(session.create_tmp()) / "role" / ROLE.name
-    shutil.rmtree(copy.parent, ignore_errors=True)
+    # the role inside a copy of the collection's frame: aar-doc names it after galaxy.yml
+    collection = Path(session.create_tmp()) / "role-docs"
+    shutil.rmtree(collection, ignore_errors=True)
+    copy = collection / "roles" / ROLE.name
     shutil.copytree(ROLE, copy)
+    shutil.copy(ROOT / "galaxy.yml", collection / "galaxy.yml")
     _write_role_docs(session, copy)
     cases = []
     for name in ROLE_DOCS:
