@@ -9,13 +9,15 @@ Each host differs from the others (its own dongle port and a relay channel), so 
 files are rendered and checked, none is a copy of another's. Printed beside it, as the reference
 measured in the same run: a play with one ansible.builtin.debug task over the same hosts (what
 Ansible itself costs per host). Wall clock of the whole command and its CPU time (user + system,
-all processes: the figure that does not depend on what else runs on the machine), ANSIBLE_FORKS
-as set (default 5). Target: at most 2 s per host on 2 cores.
+all processes: the figure that depends least on what else runs on the machine), the tasks each
+host runs, ANSIBLE_FORKS as set (default 5), and the load average before and after. Target: at
+most 2 s per host on 2 cores.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -57,7 +59,8 @@ def main(sizes: list) -> int:
     env_forks = os.environ.get("ANSIBLE_FORKS", "5")
     print("onekvm.fleet.validate, %d cores, forks %s" % (os.cpu_count() or 0, env_forks))
     print("load average before: %.1f" % os.getloadavg()[0])
-    print("%6s %10s %10s %12s %16s %8s" % ("hosts", "validate", "per host", "CPU per host", "debug reference", "ratio"))
+    print("%6s %10s %10s %12s %11s %16s %8s" % ("hosts", "validate", "per host", "CPU per host", "tasks/host", "debug reference",
+                                                "ratio"))
     rc = 0
     with tempfile.TemporaryDirectory(prefix="validate-bench-") as work:
         reference = os.path.join(work, "reference.yml")
@@ -77,9 +80,18 @@ def main(sizes: list) -> int:
             if ref.returncode != 0:
                 print(ref.stdout[-2000:] + ref.stderr[-2000:])
                 rc = 1
-            figures = (count, seconds, seconds / count, cpu / count, ref_seconds, seconds / ref_seconds)
-            print("%6d %9.1fs %9.2fs %11.2fs %15.1fs %7.1fx" % figures)
+            figures = (count, seconds, seconds / count, cpu / count, tasks_per_host(done.stdout), ref_seconds,
+                       seconds / ref_seconds)
+            print("%6d %9.1fs %9.2fs %11.2fs %11d %15.1fs %7.1fx" % figures)
+    print("load average after: %.1f" % os.getloadavg()[0])
     return rc
+
+
+def tasks_per_host(stdout: str) -> int:
+    """Tasks the first host ran (ok + skipped + rescued, from the play recap): what Ansible charges per host."""
+    found = re.search(r"^kvm-000\s+: ok=(\d+)\s+changed=\d+\s+unreachable=\d+\s+failed=\d+\s+skipped=(\d+)\s+rescued=(\d+)",
+                      stdout, re.M)
+    return sum(int(n) for n in found.groups()) if found else -1
 
 
 if __name__ == "__main__":

@@ -34,10 +34,10 @@ BROKEN = {
                  r"FAILED bad-type: role variables: argument 'onekvm_watchdog_interval' is of type str .* Fix the variable"),
     # a line break in a name written into the unit would add a directive to it
     "bad-service": ({"onekvm_kvmd_service": "kvmd.service\nExecStartPre=/bin/rm -rf /"},
-                    r"FAILED bad-service: Check the names of the watchdog's group and kvmd's service: .*onekvm_kvmd_service"),
+                    r"FAILED bad-service: Check the settings: onekvm_kvmd_service .* must be a systemd unit name"),
     # the group is named by the kvmd user's rule: systemd's strict rules end at 31 characters
     "bad-group": ({"onekvm_watchdog_kvmd_group": "g" * 32},
-                  r'FAILED bad-group: Check the names of the watchdog.s group .*onekvm_watchdog_kvmd_group \("g{32}"\) must be a'),
+                  r'FAILED bad-group: Check the settings: onekvm_watchdog_kvmd_group \("g{32}"\) must be a plain group name'),
     # ... and in the sudoers rule a rule of its own: visudo would accept that one
     "bad-user": ({"onekvm_kvmd_user": "kvmd ALL=(ALL) NOPASSWD: ALL\nkvmd", "onekvm_watchdog_kvmd_group": "kvmd"},
                  r"FAILED bad-user: Check the GPIO buttons .*the kvmd user .* is not a plain user name"),
@@ -45,10 +45,13 @@ BROKEN = {
                      r"FAILED bad-watchdog: /etc/onekvm/watchdog.json \(watchdog-config\): .*metrics_file must end in \.prom"),
     "bad-path": ({"onekvm_sudoers_file": "/etc/sudoers.d/../../tmp/evil"},
                  r"FAILED bad-path: .*path '/etc/sudoers.d/../../tmp/evil' is not an absolute, normalised path"),
-    "bad-dongle": ({"onekvm_capture_usb_id": "534d-2109"}, r"FAILED bad-dongle: Check the device settings: Invalid device settings"),
+    "bad-dongle": ({"onekvm_capture_usb_id": "534d-2109"}, r"FAILED bad-dongle: Check the settings: Invalid device settings"),
+    # every setting that is wrong is named at once
+    "two-wrong": ({"onekvm_capture_usb_id": "534d-2109", "onekvm_watchdog_systemd_watchdog_sec": 1},
+                  r"FAILED two-wrong: Check the settings: Invalid device settings.* onekvm_watchdog_systemd_watchdog_sec \(1\) must"),
     # a line break after a good port path would end the udev rule's line early (the role's old
     # regex match let it through; the box's own pattern, matched whole, does not)
-    "bad-port": ({"onekvm_capture_usb_port": "1-1.2\n"}, r"FAILED bad-port: Check the device settings: Invalid device settings"),
+    "bad-port": ({"onekvm_capture_usb_port": "1-1.2\n"}, r"FAILED bad-port: Check the settings: Invalid device settings"),
     # One-KVM ships an override.yaml whose GPIO view would hide the buttons
     "one-kvm": ({"onekvm_offline_kvmd": "one-kvm"},
                 r"FAILED one-kvm: Stop on a GPIO view in override.yaml .*defines kvmd.gpio.view .*onekvm_override_yaml_gpio_view=move"),
@@ -279,7 +282,7 @@ NOT_RENDERED = {("commands.yml", "Mark the directory as a package"),
 def test_render_is_the_apply_path():
     """Every file the role writes from a template comes from render.yml, and every rendered file is written."""
     with open(os.path.join(TASKS, "render.yml"), encoding="utf-8") as f:
-        render = next(t for t in yaml.safe_load(f) if t["name"] == "Render the files the role writes")
+        render = next(t for t in yaml.safe_load(f) if t["name"] == "Check the GPIO buttons and render the files the role writes")
     rendered = set(render["vars"]["_onekvm_fixed_files"]) | {"button wrappers"}
     with open(os.path.join(TASKS, "apply.yml"), encoding="utf-8") as f:
         wrappers = next(t for t in yaml.safe_load(f) if "sudoers.yml" in str(t))["vars"]["_onekvm_root_wanted"]

@@ -126,12 +126,12 @@ def test_host_name_that_is_no_directory_name_is_refused(tmp_path):
 
 
 def test_role_failure_is_reported_as_one_line_naming_the_button(tmp_path):
-    error = {"task": "Check the GPIO buttons (the message names the button)",
+    error = {"task": "Check the GPIO buttons and render the files the role writes",
              "msg": "Task failed: Finalization of task args for 'ansible.builtin.set_fact' failed: Error while resolving value "
                     "for '_onekvm_gpio': The filter plugin 'onekvm.fleet.kvmd_gpio' failed: kvmd_gpio: button 'a b' (item 1): "
                     "name 'a b' does not match kvmd's pattern. Use letters."}
     result = check(tmp_path, {}, errors={"box": error})
-    assert result["summary"][1] == ("FAILED box: Check the GPIO buttons (the message names the button): kvmd_gpio: button 'a b' "
+    assert result["summary"][1] == ("FAILED box: Check the GPIO buttons and render the files the role writes: kvmd_gpio: button 'a b' "
                                     "(item 1): name 'a b' does not match kvmd's pattern. Use letters.")
     failures = [c for c in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase") if c.find("failure") is not None]
     assert [c.get("classname") for c in failures] == ["box"]
