@@ -74,9 +74,9 @@ def checked(fleet, coll_path, tmp_path_factory):
                 for host, result in task["hosts"].items():
                     if host in per_host and result.get("changed"):
                         per_host[host].extend(diffs(result))
-        yield {"stats": report["stats"], "diffs": per_host, "before": before,
-               "after": {name: snapshot(name) for name in names}, "names": dict(provisioned=provisioned, changed=changed,
-                                                                               fresh=fresh)}
+        after = {name: snapshot(name) for name in names}
+        roles = {"provisioned": provisioned, "changed": changed, "fresh": fresh}
+        yield {"stats": report["stats"], "diffs": per_host, "before": before, "after": after, "names": roles}
     finally:
         containers.remove_boxes([fresh])
 
