@@ -60,7 +60,7 @@ BROKEN = {
                    "onekvm_watchdog_dongle_usb_id": "", "onekvm_watchdog_dongle_usb_port": ""}, None),
     "no-streamer": ({"onekvm_streamer_use_symlink": False}, None),
     "bad-streamer": ({"onekvm_streamer_cmd_remove": ["--device=/dev/video0\n--x"]},
-                     r"FAILED bad-streamer: Check the items to take out of kvmd's streamer command: onekvm_streamer_cmd_remove"),
+                     r"FAILED bad-streamer: Check the settings: onekvm_streamer_cmd_remove"),
     "box-override": ({"onekvm_offline_override_yaml": {"kvmd": {"gpio": {"view": {"table": [["x"]]}}}}},
                      r"FAILED box-override: Stop on a GPIO view in override.yaml"),
     # One-KVM 0.2 (no kvmd): set in the inventory, checked without the box; One-KVM's baud rates only
