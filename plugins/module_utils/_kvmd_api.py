@@ -40,20 +40,20 @@ class KvmdNotRunning(NotFound):
     """Nothing listens on kvmd's socket."""
 
 
-def read_credentials(path: str) -> tuple:
+def read_credentials(path: str, label: str = "kvmd credentials",
+                     hint: str = "set onekvm_watchdog_hid_kvmd_user/_password") -> tuple:
     """``(user, password)`` from the root-only JSON file the role writes (``{"user", "passwd"}``)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
-        raise NotFound("kvmd credentials %s do not exist; set onekvm_watchdog_hid_kvmd_user/_password" % path,
-                       path=path) from None
+        raise NotFound("%s %s do not exist; %s" % (label, path, hint), path=path) from None
     except OSError as exc:
-        raise PermissionDenied("cannot read kvmd credentials %s: %s" % (path, exc.strerror or exc), path=path) from None
+        raise PermissionDenied("cannot read %s %s: %s" % (label, path, exc.strerror or exc), path=path) from None
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077 or info.st_uid != os.geteuid():
-            raise PermissionDenied("kvmd credentials %s must be a regular file owned by %d with mode 0600"
-                                   % (path, os.geteuid()), path=path)
+            raise PermissionDenied("%s %s must be a regular file owned by %d with mode 0600"
+                                   % (label, path, os.geteuid()), path=path)
         raw = f.read(MAX_CREDENTIALS + 1)
     try:
         data = json.loads(raw.decode("utf-8")) if len(raw) <= MAX_CREDENTIALS else None
@@ -62,8 +62,8 @@ def read_credentials(path: str) -> tuple:
     user = data.get("user") if isinstance(data, dict) else None
     passwd = data.get("passwd") if isinstance(data, dict) else None
     if not all(isinstance(v, str) and HEADER_SAFE_RE.match(v) for v in (user, passwd)):
-        raise InvalidArgument("kvmd credentials %s must be a JSON object {\"user\": ..., \"passwd\": ...} of printable "
-                              "text; re-render it with the onekvm.fleet.onekvm role" % path, path=path)
+        raise InvalidArgument("%s %s must be a JSON object {\"user\": ..., \"passwd\": ...} of printable "
+                              "text; re-render it with the onekvm.fleet.onekvm role" % (label, path), path=path)
     return user, passwd
 
 

@@ -289,3 +289,30 @@ def plan(settings: dict, current: dict, root: str = "", check_devices: bool = Tr
         check_rules(section, desired, config_after[section], config_after, root, check_devices)
         steps.append((section, patch))
     return steps
+
+
+# GET /api/stream/status ``state`` (src/video/streamer.rs StreamerState::as_str) and what it says about
+# the capture dongle. USB-class failures (src/video/signal.rs: EPROTO, repeated DQBUF timeouts; the
+# device gone, ENODEV/ENXIO in src/video/capture/status.rs) are what One-KVM only soft-restarts and
+# re-finds, and what a USB reset or a port power cycle can heal. No signal from the target (cable,
+# sync, range, or a machine switched off) is no evidence against the dongle; neither is an idle streamer.
+STREAM_OK = ("streaming",)
+STREAM_FAILING = ("uvc_usb_error", "uvc_capture_stall", "device_lost", "recovering", "error")
+STREAM_NO_EVIDENCE = ("uninitialized", "ready", "no_signal", "no_cable", "no_sync", "out_of_range", "device_busy")
+
+
+def stream_health(status) -> tuple:
+    """``(True | False | None, detail)`` from One-KVM's stream status."""
+    state = status.get("state") if isinstance(status, dict) else None
+    if not isinstance(state, str):
+        return None, "One-KVM's stream status has no state (is this One-KVM 0.2?)"
+    state = state[:40]
+    device = status.get("device")
+    where = " (%s)" % str(device)[:80] if device else ""
+    if state in STREAM_OK:
+        return True, "One-KVM streams%s at %s fps" % (where, status.get("fps"))
+    if state in STREAM_FAILING:
+        return False, "One-KVM's capture is %s%s" % (state, where)
+    if state in STREAM_NO_EVIDENCE:
+        return None, "One-KVM's capture is %s%s: no evidence about the dongle" % (state, where)
+    return None, "One-KVM's capture state %r is not known here" % state

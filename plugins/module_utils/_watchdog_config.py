@@ -42,6 +42,9 @@ DEFAULTS = {
     "dongle": {"id": "", "port": ""},
     "video_node": "/dev/kvmd-video",  # "" disables the probe
     "ustreamer": {"enabled": True, "socket": _ustreamer.DEFAULT_SOCKET, "timeout": 2.0, "min_fps": 1.0},
+    # One-KVM 0.2 (no kvmd, no ustreamer): its own GET /api/stream/status, after a login with the
+    # credentials in a root-only file (JSON {"user", "passwd"}), is the capture's health
+    "onekvm2": {"enabled": False, "url": "http://127.0.0.1:8080", "credentials": "", "timeout": 2.0},
     "hid": {"enabled": False, "device": "/dev/kvmd-hid", "adapter_id": "", "adapter_port": "", "timeout": 1.0,
             # while kvmd holds the port, its GET /api/hid `online` is the HID's health (credentials: a root-only file)
             "kvmd_socket": DEFAULT_KVMD_SOCKET, "kvmd_credentials": "",
@@ -77,7 +80,7 @@ class Config(collections.namedtuple("Config", sorted(DEFAULTS))):
 
     @property
     def capture_probe(self) -> bool:
-        return bool(self.dongle_probe or self.video_node or self.ustreamer["enabled"])
+        return bool(self.dongle_probe or self.video_node or self.ustreamer["enabled"] or self.onekvm2["enabled"])
 
     @property
     def domains(self) -> dict:
@@ -99,7 +102,7 @@ class Config(collections.namedtuple("Config", sorted(DEFAULTS))):
         The ch9329 step is the slowest: the adapter's USB reset and the chip's reset, each
         waiting up to lock_timeout for the box lock and RESET_TIMEOUT for the device.
         """
-        probes = self.ustreamer["timeout"] + 2 * self.hid["timeout"] + 10.0  # + a whole-bus USB scan, generously
+        probes = self.ustreamer["timeout"] + 3 * self.onekvm2["timeout"] + 2 * self.hid["timeout"] + 10.0  # + a whole-bus USB scan, generously
         return probes + 2 * (self.lock_timeout + RESET_TIMEOUT) + 10.0
 
 
@@ -202,6 +205,7 @@ def _check_numbers(values: dict) -> None:
     numbers = [("interval", "interval", values["interval"]),
                ("ustreamer_timeout", "ustreamer.timeout", values["ustreamer"]["timeout"]),
                ("min_fps", "ustreamer.min_fps", values["ustreamer"]["min_fps"]),
+               ("ustreamer_timeout", "onekvm2.timeout", values["onekvm2"]["timeout"]),
                ("hid_timeout", "hid.timeout", hid["timeout"]),
                ("lock_timeout", "lock_timeout", values["lock_timeout"]),
                ("systemd_watchdog_sec", "systemd_watchdog_sec", values["systemd_watchdog_sec"])]
@@ -255,7 +259,8 @@ def _check_ladder(values: dict) -> None:
                 raise InvalidArgument("%s step %r is unknown; choose from %s" % (name, step, ", ".join(steps)))
         if len(set(ladder)) != len(ladder):
             raise InvalidArgument("%s names a step twice: %s" % (name, ", ".join(ladder)))
-    probes = values["dongle"]["id"] or values["dongle"]["port"] or values["video_node"] or values["ustreamer"]["enabled"]
+    probes = (values["dongle"]["id"] or values["dongle"]["port"] or values["video_node"] or values["ustreamer"]["enabled"]
+              or values["onekvm2"]["enabled"])
     if probes and any(step in USB_STEPS for step in values["ladder"]) and not (values["dongle"]["id"]
                                                                                or values["dongle"]["port"]):
         raise InvalidArgument("the ladder has USB resets but no dongle is configured: set dongle.id and/or dongle.port")
@@ -263,7 +268,7 @@ def _check_ladder(values: dict) -> None:
         raise InvalidArgument("the hid_adapter step resets the CH9329's USB adapter: set hid.adapter_id and/or "
                               "hid.adapter_port, or leave the step out of hid.ladder")
     if not probes and not hid["enabled"]:
-        raise InvalidArgument("every probe is disabled: configure the dongle, video_node, ustreamer or hid")
+        raise InvalidArgument("every probe is disabled: configure the dongle, video_node, ustreamer, onekvm2 or hid")
 
 
 def _check_paths(values: dict) -> None:
@@ -277,5 +282,12 @@ def _check_paths(values: dict) -> None:
     for name in ("kvmd_socket", "kvmd_credentials"):
         if values["hid"][name] and not values["hid"][name].startswith("/"):
             raise InvalidArgument("hid.%s must be an absolute path, got %r" % (name, values["hid"][name]))
+    onekvm2 = values["onekvm2"]
+    if onekvm2["enabled"]:
+        if not onekvm2["credentials"].startswith("/"):
+            raise InvalidArgument("onekvm2.credentials must be the absolute path of the root-only file with One-KVM's "
+                                  "login, got %r" % onekvm2["credentials"])
+        from ._onekvm2_api import Client
+        Client(onekvm2["url"])  # refuses anything but http(s)://HOST[:PORT]
     if values["metrics_file"] and not values["metrics_file"].endswith(".prom"):
         raise InvalidArgument("metrics_file must end in .prom (node_exporter's textfile collector reads only those)")

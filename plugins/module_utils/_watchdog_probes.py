@@ -80,6 +80,29 @@ def probe_ustreamer(config: Config, get_state=_ustreamer.get_state) -> tuple:
     return _ustreamer.source_health(result, settings["min_fps"])
 
 
+def probe_onekvm2(config: Config, get_status=None) -> tuple:
+    """One-KVM 0.2's own capture state (GET /api/stream/status); see _onekvm2.stream_health."""
+    from . import _onekvm2
+    settings = config.onekvm2
+    try:
+        status = (get_status or _onekvm2_stream_status)(settings)
+    except (NotFound, PermissionDenied, InvalidArgument) as exc:  # One-KVM down or the login refused: no evidence
+        return None, "One-KVM not asked: %s" % exc.msg
+    except OnekvmError as exc:
+        return None, "One-KVM's stream status unavailable: %s" % exc.msg
+    return _onekvm2.stream_health(status)
+
+
+def _onekvm2_stream_status(settings: dict) -> dict:
+    from ._kvmd_api import read_credentials
+    from ._onekvm2_api import Client
+    user, passwd = read_credentials(settings["credentials"], "One-KVM credentials",
+                                    "set onekvm_onekvm2_username/_password for the watchdog")
+    with Client(settings["url"], settings["timeout"]) as api:
+        api.login(user, passwd)
+        return api.get("/api/stream/status")
+
+
 def probe_hid(config: Config, port_users=None, get_info=None, ask_kvmd=None) -> tuple:
     """The CH9329 answers: asked directly while nobody holds the port, else kvmd is asked.
 
@@ -128,7 +151,7 @@ def domain_probes(config: Config) -> dict:
     probes = default_probes(config)
     found = collections.OrderedDict()
     for domain in config.domains:
-        names = ("hid",) if domain == "hid" else ("dongle", "video_node", "ustreamer")
+        names = ("hid",) if domain == "hid" else ("dongle", "video_node", "ustreamer", "onekvm2")
         found[domain] = collections.OrderedDict((n, probes[n]) for n in names if n in probes)
     return found
 
@@ -142,6 +165,8 @@ def default_probes(config: Config) -> dict:
         probes["video_node"] = probe_video_node
     if config.ustreamer["enabled"]:
         probes["ustreamer"] = probe_ustreamer
+    if config.onekvm2["enabled"]:
+        probes["onekvm2"] = probe_onekvm2
     if config.hid["enabled"]:
         probes["hid"] = probe_hid
     return probes
