@@ -10,6 +10,7 @@ config check. The role's apply tasks write from the same rendering (test_render_
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -243,14 +244,20 @@ def test_one_kvm_warns_about_programs_the_role_does_not_install(broken):
 
 
 def test_onekvm2_box_gets_no_kvmd_files_and_is_told_once(broken):
-    """One-KVM 0.2 reads no override.d and has no ustreamer: no gpio.yaml, sudoers, button wrappers or watchdog
-    files for it (a kvmd host of the same inventory gets them), and the run says once what it cannot do."""
+    """One-KVM 0.2 reads no override.d: no gpio.yaml, sudoers or button wrappers for it (a kvmd host of the same
+    inventory gets them), and the run says once what it cannot do. Its watchdog asks One-KVM, not ustreamer, and
+    has the USB steps One-KVM lacks, not the streamer restart (One-KVM restarts its capture itself)."""
     workdir, done = broken
     box, kvmd_box = workdir / "out" / "onekvm2", workdir / "out" / "good"
     assert (kvmd_box / "etc/kvmd/override.d/gpio.yaml").is_file()
-    for path in ("etc/kvmd/override.d/gpio.yaml", "etc/sudoers.d/onekvm", "etc/onekvm/watchdog.json",
-                 "etc/systemd/system/onekvm-watchdog.service", "usr/local/lib/onekvm/buttons"):
+    for path in ("etc/kvmd/override.d/gpio.yaml", "etc/sudoers.d/onekvm", "usr/local/lib/onekvm/buttons"):
         assert not (box / path).exists(), path
+    watchdog = json.loads((box / "etc/onekvm/watchdog.json").read_text())
+    assert watchdog["onekvm2"] == {"enabled": True, "url": "http://127.0.0.1:8080",
+                                   "credentials": "/etc/onekvm/watchdog-onekvm2.json", "timeout": 2.0}
+    assert watchdog["ustreamer"]["enabled"] is False and "restart_streamer" not in watchdog["ladder"]
+    assert json.loads((kvmd_box / "etc/onekvm/watchdog.json").read_text())["onekvm2"]["enabled"] is False
+    assert "SupplementaryGroups=root" in (box / "etc/systemd/system/onekvm-watchdog.service").read_text()
     assert (box / "etc/udev/rules.d/90-onekvm.rules").is_file()  # stable names serve One-KVM too
     told = re.findall(r"One-KVM 0.2 \(no kvmd\) on ([^:]*): it has no custom web-UI buttons", done.stdout)
     assert len(told) == 1 and "onekvm2" in told[0], done.stdout[-3000:]
@@ -276,6 +283,7 @@ def _flatten(tasks):
 NOT_RENDERED = {("commands.yml", "Mark the directory as a package"),
                 ("watchdog.yml", "Give the watchdog kvmd credentials to ask kvmd's HID state (root only)"),
                 ("streamer.yml", "Put the previous streamer override back"),  # the box's previous file, restored
+                ("watchdog.yml", "Give the watchdog One-KVM 0.2's login to ask its stream status (root only)"),
                 ("override_move.yml", "Write override.yaml without kvmd.gpio.view (its comments are not kept; the copy has them)")}
 
 
