@@ -19,23 +19,21 @@ description:
 author:
   - onekvm.fleet maintainers (@onekvm)
 extends_documentation_fragment:
+  - onekvm.fleet.attributes
+  - onekvm.fleet.attributes.platform
+  - onekvm.fleet.attributes.idempotent
   - onekvm.fleet.kvmd_api
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Reads kvmd's model and state (so an unknown channel or wrong credentials fail in check mode too) and
         reports what would happen; nothing is pulsed or switched.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   platform:
-    description: Target OS/families that can be operated against.
     support: full
-    platforms: posix
   idempotent:
-    description: When run twice in a row, the second run reports no change.
     support: partial
     details:
       - V(pulse) is an action and always changes.

@@ -26,23 +26,22 @@ description:
     the capture device, relay devices) are checked to exist on the host the module runs on.
 author:
   - onekvm.fleet maintainers (@onekvm)
+extends_documentation_fragment:
+  - onekvm.fleet.attributes
+  - onekvm.fleet.attributes.platform
+  - onekvm.fleet.attributes.idempotent
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Logs in and reads the sections, checks every rule and reports the PATCH bodies it would send; sends none.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details:
       - The sections that change, as One-KVM returns them before and after.
   platform:
-    description: Target OS/families that can be operated against.
     support: full
-    platforms: posix
   idempotent:
-    description: When run twice in a row, the second run reports no change.
     support: full
 options:
   settings:
