@@ -37,6 +37,9 @@ LIMITS = {
     # kvmd's API (kvmd_gpio_channel / kvmd_gpio_info modules)
     "kvmd_timeout": Limit(0.1, 120.0, False, "seconds to wait for kvmd's answer"),
     "gpio_delay": Limit(0.0, HOUR, False, "seconds of a GPIO pulse asked for (0: the channel's own; kvmd clamps it)"),
+    # ustreamer's /snapshot (ustreamer_snapshot module)
+    "snapshot_timeout": Limit(0.1, 60.0, False, "seconds to wait for ustreamer's snapshot"),
+    "snapshot_bytes": Limit(1024, 32 * 1024 * 1024, True, "bytes of a snapshot at most"),
     # the capture watchdog's config (the role's onekvm_watchdog_* variables)
     "interval": Limit(0.5, HOUR, False, "seconds between health checks"),
     "grace": Limit(0.0, DAY, False, "seconds a failure must last before the first action"),

@@ -53,6 +53,12 @@ def http_request(socket_path: str, method: str, path: str, timeout: float, heade
 
 def split_response(socket_path: str, raw: bytes, who: str = "ustreamer") -> tuple:
     """``(status, body)`` of an HTTP answer, checked against its Content-Length."""
+    status, dummy, body = split_response_headers(socket_path, raw, who)
+    return status, body
+
+
+def split_response_headers(socket_path: str, raw: bytes, who: str = "ustreamer") -> tuple:
+    """``(status, headers, body)`` of an HTTP answer (header names in lower case), checked against its Content-Length."""
     head, separator, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status_line = lines[0].split(" ", 2)
@@ -70,4 +76,4 @@ def split_response(socket_path: str, raw: bytes, who: str = "ustreamer") -> tupl
             raise DeviceError("%s on %s closed the connection after %d of %s bytes" % (who, socket_path, len(body), length),
                               socket=socket_path)
         body = body[:int(length)]
-    return int(status_line[1]), body
+    return int(status_line[1]), headers, body

@@ -10,19 +10,29 @@ kvmd runs ustreamer with ``--unix=/run/kvmd/ustreamer.sock``. ``/state`` answers
 kvmd stops ustreamer when nobody watches (PiKVM's ``streamer.forever: false``), so a
 missing socket or a refused connection means "not running" (``StreamerNotRunning``), which
 the watchdog must not count as a capture failure.
+
+``GET /snapshot`` on the same socket answers 200 with the current frame as ``image/jpeg`` and
+``X-UStreamer-Online`` / ``-Width`` / ``-Height`` headers (pikvm/ustreamer
+``src/ustreamer/http/server.c``: 4.9 sends the last frame; 6.x waits for a fresh one, up to three
+times ``--error-delay``, and sends a drawn "< NO LIVE VIDEO >" frame while the source is offline).
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import json
 import socket
+import time
 
 from ._errors import DeviceError, InvalidArgument, NotFound, PermissionDenied, Timeout
-from ._unixhttp import MAX_BODY, http_get, split_response
+from ._limits import check
+from ._unixhttp import MAX_BODY, http_get, split_response, split_response_headers
 
 DEFAULT_SOCKET = "/run/kvmd/ustreamer.sock"
 DEFAULT_TIMEOUT = 2.0
+SNAPSHOT_TIMEOUT = 5.0
+SNAPSHOT_BYTES = 2 * 1024 * 1024  # a 1080p JPEG at kvmd's quality is some 100-300 kB
 
 
 class StreamerNotRunning(NotFound):
@@ -92,3 +102,51 @@ def source_health(result: dict, min_fps: float = 1.0) -> tuple:
     if fps < min_fps:
         return False, "ustreamer reports the source online but captures %s fps (< %s)" % (fps, min_fps)
     return True, "source online, %s fps captured" % fps
+
+
+def snapshot(socket_path: str = DEFAULT_SOCKET, timeout: float = SNAPSHOT_TIMEOUT,
+             max_bytes: int = SNAPSHOT_BYTES) -> dict:
+    """ustreamer's current frame, bounded in bytes and time; a stopped streamer is a state, not an error.
+
+    Returns ``state`` (``live``, ``no_signal`` while ustreamer reports the source offline, or
+    ``stopped`` when nothing listens: kvmd stops ustreamer while nobody watches), ``online``,
+    ``width``, ``height``, ``bytes``, ``elapsed`` and ``jpeg`` (base64, empty when stopped).
+    """
+    if not socket_path or not socket_path.startswith("/"):
+        raise InvalidArgument("the ustreamer socket must be an absolute path, got %r" % (socket_path,))
+    check("snapshot_timeout", timeout, "timeout")
+    check("snapshot_bytes", max_bytes, "max_bytes")
+    start = time.monotonic()
+    result = {"socket": socket_path, "state": "stopped", "online": None, "width": None, "height": None, "bytes": 0,
+              "jpeg": ""}
+    try:
+        raw = http_get(socket_path, "/snapshot", timeout, max_body=max_bytes + 64 * 1024)
+    except socket.timeout:
+        raise Timeout("ustreamer did not send a snapshot on %s within %.1f s" % (socket_path, timeout),
+                      socket=socket_path) from None
+    except OSError as exc:
+        error = _connection_error(socket_path, exc)
+        if isinstance(error, StreamerNotRunning):
+            result.update(elapsed=round(time.monotonic() - start, 3), msg=error.msg + "; kvmd starts it when someone "
+                          "watches (PiKVM streamer.forever: false)")
+            return result
+        raise error from None
+    status, headers, body = split_response_headers(socket_path, raw)
+    if status != 200:
+        raise DeviceError("ustreamer on %s answered GET /snapshot with HTTP %d" % (socket_path, status),
+                          socket=socket_path, http_status=status)
+    if len(body) > max_bytes:
+        raise DeviceError("ustreamer's snapshot on %s is larger than %d bytes (max_bytes)" % (socket_path, max_bytes),
+                          socket=socket_path)
+    if not body.startswith(b"\xff\xd8"):
+        raise DeviceError("ustreamer on %s sent a snapshot that is not a JPEG: %r" % (socket_path, body[:16]),
+                          socket=socket_path)
+    online = {"true": True, "false": False}.get(headers.get("x-ustreamer-online", "").lower())
+    result.update(state="no_signal" if online is False else "live", online=online, bytes=len(body),
+                  width=_dimension(headers.get("x-ustreamer-width")), height=_dimension(headers.get("x-ustreamer-height")),
+                  jpeg=base64.b64encode(body).decode("ascii"), elapsed=round(time.monotonic() - start, 3))
+    return result
+
+
+def _dimension(text):
+    return int(text) if isinstance(text, str) and text.isdigit() and 0 < int(text) <= 16384 else None
