@@ -35,6 +35,11 @@ def sim():
 @pytest.fixture
 def client(sim):
     transport = SerialTransport(sim.port, 9600)
+    # the library gives a reply 0.1 s (its budget for a real chip at 9600 baud) and then sends the
+    # command again: on a loaded machine the simulator's thread can miss that, and a repeated
+    # keyboard report or config write is not what these tests judge. A longer wait keeps the frames
+    # exactly one per call.
+    transport.ser.timeout = 2.0
     try:
         yield CH9329(transport)
     finally:
