@@ -45,8 +45,11 @@ def apply_role(box, tasks_from="watchdog", **overrides):
     """Run the role's watchdog tasks (or ``tasks_from``) against the box with SETTINGS (+ overrides)."""
     settings = dict(SETTINGS, **overrides)
     # the role's task files write what its render step decided (tasks/render.yml): render first
+    # (render.yml takes the box's OS family from its caller, as the role's preflight passes it)
     play = [{"hosts": "box", "gather_facts": False, "tasks": [
-        {"name": "Render", "ansible.builtin.include_role": {"name": "onekvm.fleet.onekvm", "tasks_from": "render"}},
+        {"name": "OS family", "ansible.builtin.setup": {"gather_subset": ["min"]}},
+        {"name": "Render", "ansible.builtin.include_role": {"name": "onekvm.fleet.onekvm", "tasks_from": "render"},
+         "vars": {"_onekvm_os_family": "{{ ansible_facts.os_family }}"}},
         {"name": "Watchdog", "ansible.builtin.include_role": {"name": "onekvm.fleet.onekvm", "tasks_from": tasks_from}}]}]
     with tempfile.TemporaryDirectory() as tmp:
         play_path = os.path.join(tmp, "play.yml")
