@@ -9,7 +9,8 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STAGES=("$@")
-((${#STAGES[@]})) || STAGES=(lint changelog docs sanity units tooling testbed vm fleet molecule)
+# (vm first: the box's stage is the longest, and it runs beside all the others)
+((${#STAGES[@]})) || STAGES=(vm lint changelog docs sanity units tooling testbed fleet molecule)
 LOGDIR=${ONEKVM_TEST_LOGS:-$ROOT/tests/output/logs/$(date +%Y%m%d-%H%M%S)-$$}
 JUNIT=$ROOT/tests/output/junit
 mkdir -p "$LOGDIR"
@@ -64,16 +65,15 @@ vm_stage() {
   # PYTEST_ARGS is split like a shell would (quotes group words: -k 'a or b'), but by
   # shlex, as data: nothing in it is run
   mapfile -d '' -t vm_args < <(python3 -c 'import shlex, sys; sys.stdout.write("".join(a + "\0" for a in shlex.split(sys.argv[1])))' "${PYTEST_ARGS:-tests/vm}")
-  run_stage vm pytest_in_copy vm -v "${vm_args[@]}"
+  run_stage vm pytest_in_copy vm -v --durations=15 "${vm_args[@]}"
 }
 
-# The vm stage (the QEMU box) and the container stages (fleet, molecule) share no state but the
-# read-only copy of the checkout, and the box idles between its tests' commands: when both are
-# asked for, the vm stage runs beside them, its log kept to its file (ONEKVM_TEST_SERIAL=1 runs
-# them one after another). Still one VM at a time: vm.py holds its own lock.
+# The vm stage (the QEMU box) shares nothing with the other stages but the read-only copy of
+# the checkout, and the box idles between its tests' commands: when other stages are asked for
+# too, the vm stage runs beside them, its log kept to its file (ONEKVM_TEST_SERIAL=1 runs them
+# one after another). Still one VM at a time: vm.py holds its own lock.
 vm_beside=
-if [[ ${ONEKVM_TEST_SERIAL:-0} != 1 ]] && [[ " ${STAGES[*]} " == *" vm "* ]] &&
-   [[ " ${STAGES[*]} " == *" fleet "* || " ${STAGES[*]} " == *" molecule "* ]]; then
+if [[ ${ONEKVM_TEST_SERIAL:-0} != 1 ]] && [[ " ${STAGES[*]} " == *" vm "* ]] && ((${#STAGES[@]} > 1)); then
   vm_beside=1
 fi
 
@@ -81,11 +81,10 @@ for stage in "${STAGES[@]}"; do
   case $stage in
     lint|changelog|sanity|units|tooling|testbed) run_stage "$stage" nox_session "$stage" ;;
     docs)     ANTSIBULL_NOX_OUTPUT_JUNIT_XML_PATH=$JUNIT/docs/docs-check.xml run_stage docs nox_session docs-check docs ;;
-    fleet)    prepare_copy; run_stage fleet pytest_in_copy fleet -v tests/fleet
- ;;
+    fleet)    prepare_copy; run_stage fleet pytest_in_copy fleet -v --durations=15 tests/fleet ;;
     vm)       if [[ -n $vm_beside ]]; then
                 prepare_copy
-                echo "=== vm: runs beside the container stages; its log: $LOGDIR/vm.log"
+                echo "=== vm: runs beside the other stages; its log: $LOGDIR/vm.log"
                 QUIET_STAGE=vm vm_stage &
                 vm_pid=$!
               else
