@@ -15,7 +15,12 @@ Routes (``src/web/routes.rs``; all under ``/api``):
   <session id>``, else 401 ``Not authenticated`` / ``Session expired`` / ``Logged in elsewhere``):
   ``POST /auth/logout``, ``GET /auth/check``, ``GET /config``, ``GET``/``PATCH /config/<section>``
   for video, stream, hid, atx, audio, web, auth; ``GET /stream/status``, ``GET /hid/status``,
-  ``GET /atx/status``.
+  ``GET /atx/status``, ``GET /snapshot``.
+
+Snapshot (``src/web/handlers/stream.rs`` ``snapshot``, ``src/video/frame.rs`` ``is_valid_jpeg_bytes``):
+the MJPEG handler's current frame as ``image/jpeg`` when it is a JPEG (at least 125 bytes, starting
+FF D8, ending FF D9, D9 00 or 00 00), else 503 with the plain body ``No frame available``; no size
+headers. The sim's current frame is the file ``sim-frame.jpg`` in the data directory (absent: no frame).
 
 Error bodies (``src/web/error.rs``, ``src/error.rs``): ``{"success": false, "message": "<kind>:
 <text>"}`` with 400 Bad request, 401 Authentication failed, 404, 409, 503 Service unavailable,
@@ -65,6 +70,7 @@ import uuid
 VERSION = "0.2.5"  # Cargo.toml of the source read
 SESSION_COOKIE = "one_kvm_session"  # src/auth/middleware.rs
 STREAM_STATE_FILE = "sim-stream-state"
+FRAME_FILE = "sim-frame.jpg"
 STATES = (  # src/video/streamer.rs StreamerState::as_str
     "uninitialized", "ready", "streaming", "no_signal", "no_cable", "no_sync", "out_of_range",
     "uvc_usb_error", "uvc_capture_stall", "error", "device_lost", "recovering", "device_busy",
@@ -491,6 +497,17 @@ class Box:
         stats["fps"] = float(video["fps"])
         return stats
 
+    def current_frame(self):
+        """The MJPEG handler's frame if it is a JPEG as frame.rs checks it, else None."""
+        try:
+            with open(os.path.join(self.data_dir, FRAME_FILE), "rb") as f:
+                data = f.read(8 << 20)
+        except OSError:
+            return None
+        if len(data) < 125 or data[:2] != b"\xff\xd8" or data[-2:] not in (b"\xff\xd9", b"\xd9\x00", b"\x00\x00"):
+            return None
+        return data
+
     def _capture_opens(self, device: str) -> bool:
         try:
             fd = os.open(self.root + device, os.O_RDONLY | os.O_NONBLOCK)
@@ -578,7 +595,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._dispatch("PATCH")
 
     def _send(self, status: int, body, headers=()):
-        if isinstance(body, str):
+        if isinstance(body, bytes):
+            data, ctype = body, "image/jpeg"
+        elif isinstance(body, str):
             data, ctype = body.encode(), "text/plain; charset=utf-8"
         else:
             data, ctype = json.dumps(body).encode(), "application/json"
@@ -670,6 +689,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return 200, full, ()
         if (method, path) == ("GET", "/stream/status"):
             return 200, box.stream_status(), ()
+        if (method, path) == ("GET", "/snapshot"):
+            frame = box.current_frame()
+            if frame is None:
+                return 503, "No frame available", ()
+            return 200, frame, (("Cache-Control", "no-cache"),)
         if (method, path) == ("GET", "/hid/status"):
             box.hold_hid()
             return 200, box.hid_status(), ()

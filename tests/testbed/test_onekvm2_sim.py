@@ -349,3 +349,20 @@ def test_ch9329_port_held_exclusively(logged_in):
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_snapshot_is_the_current_frame_or_503(logged_in, tmp_path):
+    """src/web/handlers/stream.rs snapshot: the MJPEG handler's frame if frame.rs's
+    is_valid_jpeg_bytes takes it (>= 125 bytes, FF D8 ... FF D9), else 503 "No frame available"."""
+    status, body, dummy = logged_in.call("GET", "/api/snapshot")
+    assert (status, body) == (503, "No frame available")
+    frame = tmp_path / "data" / sim.FRAME_FILE
+    frame.write_bytes(b"\xff\xd8" + b"\x00" * 100 + b"\xff\xd9")  # too short for One-KVM
+    assert logged_in.call("GET", "/api/snapshot")[0] == 503
+    jpeg = b"\xff\xd8\xff\xe0" + b"\x00" * 200 + b"\xff\xd9"
+    frame.write_bytes(jpeg)
+    req = urllib.request.Request(logged_in.base + "/api/snapshot", headers={"Cookie": logged_in.cookie})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert (resp.status, resp.headers["Content-Type"], resp.read()) == (200, "image/jpeg", jpeg)
+    logged_in.cookie = None  # behind the auth middleware, as every route but the public ones
+    assert logged_in.call("GET", "/api/snapshot")[:2] == (401, {"success": False, "message": "Not authenticated"})
