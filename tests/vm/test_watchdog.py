@@ -332,3 +332,39 @@ def heal_on_reset(chip):
 
     threading.Thread(target=watch, daemon=True).start()
     return stop
+
+
+def test_ch9329_step_through_the_hardened_service(clean, chip):
+    """A silent chip is the HID domain's failure: the service resets the chip over the
+    FTDI adapter (DeviceAllow char-ttyUSB) and nothing of the capture is touched."""
+    box = clean
+    apply_role(box, **hid_settings(box))
+    try:
+        # until the restarted service writes its first state, the file is the old process's (no HID domain)
+        wait_for("both domains healthy", state_where(box, lambda s: s["status"] == "ok" and all(
+            s.get("domains", {}).get(d, {}).get("verdict") == "ok" for d in ("hid", "capture"))), timeout=120)
+        capture_before = read_json(box, STATE)["domains"]["capture"]["counters"]
+        mark = box.log_mark()
+        stop = heal_on_reset(chip)
+        try:
+            state = wait_for("the chip reset to heal the HID", state_where(
+                box, lambda s: s["domains"]["hid"]["counters"]["recoveries"] >= 1
+                and s["domains"]["hid"]["status"] == "ok"), timeout=120)
+        finally:
+            stop.set()
+        hid = state["domains"]["hid"]
+        assert hid["last_action"]["step"] == "ch9329" and hid["last_action"]["result"] == "ok", hid
+        assert chip.counters["resets"] >= 1
+        capture = state["domains"]["capture"]
+        assert capture["counters"]["failures"] == capture_before["failures"] and capture["status"] == "ok"
+        assert not re.search(r"usb 1-1\.\d: (reset|USB disconnect)", box.kernel_log_since(mark))
+        values = metrics(box)
+        assert values['onekvm_watchdog_resets_total{domain="hid",method="ch9329"}'] >= 1
+        assert values['onekvm_watchdog_resets_total{domain="capture",method="restart_streamer"}'] == metrics_before(
+            capture_before, "restart_streamer")
+    finally:
+        apply_role(box)
+
+
+def metrics_before(counters, step):
+    return counters["actions"].get(step, {}).get("ok", 0)
