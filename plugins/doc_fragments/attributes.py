@@ -6,7 +6,9 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    # What each attribute means, once; a module says only how far it supports it (support, details)
+    # What each attribute means, once, for the modules (all of them run on the box, so platform is
+    # full on posix unless a module says more); a module says only how far it supports the others
+    # (support, details). Ansible merges each attribute key by key, the module's words winning.
     DOCUMENTATION = r"""
 options: {}
 attributes:
@@ -14,21 +16,27 @@ attributes:
     description: Can run in check_mode and return changed status prediction without modifying target.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-"""
-
-    # The modules that run on the box
-    PLATFORM = r"""
-options: {}
-attributes:
-  platform:
-    description: Target OS/families that can be operated against.
-    platforms: posix
-"""
-
-    IDEMPOTENT = r"""
-options: {}
-attributes:
   idempotent:
     description:
       - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+"""
+
+    # The modules that only read (as community.general's attributes.info_module)
+    INFO_MODULE = r"""
+options: {}
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Only reads; runs the same in check mode.
+  diff_mode:
+    support: N/A
+    details:
+      - Only reads; there is no change to show.
+  idempotent:
+    support: full
 """

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from ansible_collections.onekvm.fleet.plugins.plugin_utils._gpio_view import mapping, shown_channels
+
 DOCUMENTATION = r"""
 name: fleet_live_button_problems
 short_description: What the running kvmd lacks of the GPIO buttons its config defines
@@ -73,23 +75,15 @@ def kvmd_pulse_delay(pulse):
 
 def fleet_live_button_problems(channels, gpio, live):
     """What the running kvmd (``GET /api/gpio`` model) lacks of the channels the config ``gpio`` defines."""
-    gpio = gpio if isinstance(gpio, dict) else {}
-    scheme = gpio.get("scheme") if isinstance(gpio.get("scheme"), dict) else {}
-    live = live if isinstance(live, dict) else {}
-    live_scheme = live.get("scheme") if isinstance(live.get("scheme"), dict) else {}
-    live_view = live.get("view") if isinstance(live.get("view"), dict) else {}
-    shown = set()
-    for row in live_view.get("table") if isinstance(live_view.get("table"), list) else []:
-        for item in row if isinstance(row, list) else []:
-            if isinstance(item, dict) and item.get("type") in ("input", "output"):
-                shown.add(item.get("channel"))
+    scheme = mapping(gpio, "scheme")
+    shown = shown_channels(mapping(live, "view"), _live_item_channel)
     problems = []
     for channel in channels or []:
         opts = scheme.get(channel)
         if not isinstance(opts, dict):
             continue  # not in the config: fleet_missing_buttons says so
         kind = "inputs" if opts.get("mode") == "input" else "outputs"
-        running = (live_scheme.get(kind) if isinstance(live_scheme.get(kind), dict) else {}).get(channel)
+        running = mapping(live, "scheme", kind).get(channel)
         if not isinstance(running, dict):
             problems.append("%s: the running kvmd has no such %s channel" % (channel, kind[:-1]))
             continue
@@ -98,14 +92,20 @@ def fleet_live_button_problems(channels, gpio, live):
         if kind == "inputs":
             continue
         expected = kvmd_pulse_delay(opts.get("pulse"))
-        pulse = running.get("pulse") if isinstance(running.get("pulse"), dict) else {}
-        actual = pulse.get("delay")
+        actual = mapping(running, "pulse").get("delay")
         if expected is not None and (not isinstance(actual, (int, float)) or abs(actual - expected) > 1e-6):
             problems.append("%s: the running kvmd pulses %s s, the config gives %s s" % (channel, actual, expected))
         if bool(opts.get("switch", True)) != running.get("switch"):
             problems.append("%s: the running kvmd has switch %s, the config %s"
                             % (channel, running.get("switch"), bool(opts.get("switch", True))))
     return problems
+
+
+def _live_item_channel(item):
+    """An item of the running kvmd's view (GET /api/gpio) is a dict; inputs and outputs name their channel."""
+    if isinstance(item, dict) and item.get("type") in ("input", "output"):
+        return item.get("channel")
+    return None
 
 
 class FilterModule:

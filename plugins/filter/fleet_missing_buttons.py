@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from ansible_collections.onekvm.fleet.plugins.plugin_utils._gpio_view import mapping, shown_channels
+
 DOCUMENTATION = r"""
 name: fleet_missing_buttons
 short_description: The GPIO channels that kvmd would not show as buttons
@@ -47,16 +49,16 @@ _value:
 
 def fleet_missing_buttons(channels, gpio):
     """The channels that are not both in kvmd.gpio.scheme and in a row of kvmd.gpio.view.table."""
-    gpio = gpio if isinstance(gpio, dict) else {}
-    scheme = gpio.get("scheme") if isinstance(gpio.get("scheme"), dict) else {}
-    view = gpio.get("view") if isinstance(gpio.get("view"), dict) else {}
-    table = view.get("table") if isinstance(view.get("table"), list) else []
-    shown = set()
-    for row in table:
-        for item in row if isinstance(row, list) else []:
-            if isinstance(item, str) and item and not item.startswith("#"):
-                shown.add(item.split("|", 1)[0])
+    scheme = mapping(gpio, "scheme")
+    shown = shown_channels(mapping(gpio, "view"), _config_item_channel)
     return [c for c in channels or [] if c not in scheme or c not in shown]
+
+
+def _config_item_channel(item):
+    """A config view item is ``"channel"`` or ``"channel|label"``; ``"#..."`` is a label."""
+    if isinstance(item, str) and item and not item.startswith("#"):
+        return item.split("|", 1)[0]
+    return None
 
 
 class FilterModule:

@@ -17,6 +17,16 @@ def fail_from(module, exc: OnekvmError, **extra) -> None:
     module.fail_json(msg=exc.msg, error=type(exc).__name__, **details)
 
 
+def run_core(module, call, *args, fail_extra=None, **kwargs):
+    """``call(*args, **kwargs)``'s result; a core error fails the task through fail_from (with the fields
+    ``fail_extra()`` returns, if given). The one place where modules turn an OnekvmError into fail_json."""
+    try:
+        return call(*args, **kwargs)
+    except OnekvmError as exc:
+        fail_from(module, exc, **(fail_extra() if fail_extra else {}))
+        raise  # not reached: fail_json exits
+
+
 # The USB selector options of usb_info and usb_reset (documented by the onekvm.fleet.usb doc fragment)
 USB_SELECTORS = ("id", "vendor", "product", "serial", "port", "bus", "address")
 

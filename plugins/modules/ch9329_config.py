@@ -28,8 +28,6 @@ author:
   - onekvm.fleet maintainers (@onekvm)
 extends_documentation_fragment:
   - onekvm.fleet.attributes
-  - onekvm.fleet.attributes.platform
-  - onekvm.fleet.attributes.idempotent
   - onekvm.fleet.ch9329
 options:
   connect_baudrate:
@@ -119,7 +117,6 @@ attributes:
   idempotent:
     support: full
   platform:
-    support: full
     details: Linux only (termios serial ports, /proc, systemd).
 """
 
@@ -191,10 +188,9 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from
+from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import run_core
 from ansible_collections.onekvm.fleet.plugins.module_utils._ch9329 import (
     BAUD_RATES, DEFAULT_READY_TIMEOUT, MODES, SERIAL_MODES, configure, link_argument_spec, link_options_from)
-from ansible_collections.onekvm.fleet.plugins.module_utils._errors import OnekvmError
 
 SETTINGS = ("baudrate", "mode", "serial_mode", "address", "vid", "pid", "packet_interval", "usb_strings",
             "custom_strings")
@@ -220,12 +216,9 @@ def main():
     changes = {name: module.params[name] for name in SETTINGS}
     if changes["usb_strings"] is not None:
         changes["usb_strings"] = {k: v for k, v in changes["usb_strings"].items() if v is not None}
-    try:
-        result = configure(link_options_from(module.params, "connect_baudrate", "connect_address"), changes,
-                           force=module.params["force"], check_mode=module.check_mode,
-                           ready_timeout=module.params["ready_timeout"])
-    except OnekvmError as exc:
-        fail_from(module, exc)
+    result = run_core(module, lambda: configure(
+        link_options_from(module.params, "connect_baudrate", "connect_address"), changes,
+        force=module.params["force"], check_mode=module.check_mode, ready_timeout=module.params["ready_timeout"]))
     diff = result.pop("diff")
     if module._diff:
         result["diff"] = diff

@@ -23,7 +23,7 @@ author:
   - onekvm.fleet maintainers (@onekvm)
 extends_documentation_fragment:
   - onekvm.fleet.attributes
-  - onekvm.fleet.attributes.platform
+  - onekvm.fleet.attributes.info_module
   - onekvm.fleet.ch9329
   - onekvm.fleet.ch9329.address
   - onekvm.fleet.ch9329.baudrate
@@ -42,12 +42,8 @@ options:
     default: false
 attributes:
   check_mode:
-    support: full
     details: Only reads; runs the same in check mode, except that it never stops kvmd there.
-  diff_mode:
-    support: none
   platform:
-    support: full
     details: Linux only (termios serial ports, /proc, systemd).
 """
 
@@ -212,22 +208,19 @@ elapsed:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from
+from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import run_core
 from ansible_collections.onekvm.fleet.plugins.module_utils._ch9329 import info, link_argument_spec, link_options_from
-from ansible_collections.onekvm.fleet.plugins.module_utils._errors import OnekvmError
 
 
 def main():
     argument_spec = link_argument_spec(pause_kvmd=False)
     argument_spec.update(strings={"type": "bool", "default": True})
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    try:
-        # kvmd holding the port is no failure (it drives the chip, as it should): the result
-        # says what was not read and how to read it
-        result = info(link_options_from(module.params), strings=module.params["strings"],
-                      pause=module.params["pause_kvmd"] and not module.check_mode, report_not_read=True)
-    except OnekvmError as exc:
-        fail_from(module, exc)
+    # kvmd holding the port is no failure (it drives the chip, as it should): the result
+    # says what was not read and how to read it
+    result = run_core(module, lambda: info(link_options_from(module.params), strings=module.params["strings"],
+                                           pause=module.params["pause_kvmd"] and not module.check_mode,
+                                           report_not_read=True))
     module.exit_json(msg=result.pop("message"), **result)
 
 

@@ -20,7 +20,6 @@ author:
   - onekvm.fleet maintainers (@onekvm)
 extends_documentation_fragment:
   - onekvm.fleet.attributes
-  - onekvm.fleet.attributes.platform
   - onekvm.fleet.ch9329
   - onekvm.fleet.ch9329.address
   - onekvm.fleet.ch9329.baudrate
@@ -47,8 +46,10 @@ attributes:
       GET_INFO; while kvmd holds it the chip is not probed (C(probed=false), a warning says so). RESET is not sent.
   diff_mode:
     support: none
+  idempotent:
+    support: none
+    details: RESET is an action; every run outside check mode sends it and reports changed.
   platform:
-    support: full
     details: Linux only (termios serial ports, /proc, systemd).
 """
 
@@ -120,24 +121,13 @@ polls:
   type: int
   sample: 11
 info:
-  description: The chip's GET_INFO answer after the reset (before it in check mode; null without O(wait_ready)).
+  description:
+    - The chip's GET_INFO answer after the reset (before it in check mode; null without O(wait_ready)), with the
+      fields of RV(onekvm.fleet.ch9329_info#module:info) (version, version_byte, usb_enumerated, leds).
   returned: always
   type: dict
-  contains:
-    version:
-      description: Chip firmware version.
-      type: str
-      sample: V1.0
-    version_byte:
-      description: The raw version byte.
-      type: int
-      sample: 48
-    usb_enumerated:
-      description: Whether the target machine has enumerated the chip's USB HID device.
-      type: bool
-    leds:
-      description: The target's keyboard lock LEDs (C(num_lock), C(caps_lock), C(scroll_lock)).
-      type: dict
+  sample: {"version": "V1.0", "version_byte": 48, "usb_enumerated": true,
+           "leds": {"num_lock": true, "caps_lock": false, "scroll_lock": false}}
 kvmd_paused:
   description: kvmd units stopped for the exchange and started again (never in check mode).
   returned: always
@@ -153,10 +143,9 @@ elapsed:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from
+from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import run_core
 from ansible_collections.onekvm.fleet.plugins.module_utils._ch9329 import (
     DEFAULT_READY_TIMEOUT, link_argument_spec, link_options_from, reset)
-from ansible_collections.onekvm.fleet.plugins.module_utils._errors import OnekvmError
 
 
 def main():
@@ -167,12 +156,9 @@ def main():
         ready_timeout={"type": "float", "default": DEFAULT_READY_TIMEOUT},
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    try:
-        result = reset(link_options_from(module.params), retries=module.params["retries"],
-                       wait_ready=module.params["wait_ready"], ready_timeout=module.params["ready_timeout"],
-                       check_mode=module.check_mode)
-    except OnekvmError as exc:
-        fail_from(module, exc)
+    result = run_core(module, lambda: reset(link_options_from(module.params), retries=module.params["retries"],
+                                            wait_ready=module.params["wait_ready"],
+                                            ready_timeout=module.params["ready_timeout"], check_mode=module.check_mode))
     module.exit_json(msg=result.pop("message"), **result)
 
 

@@ -20,8 +20,6 @@ author:
   - onekvm.fleet maintainers (@onekvm)
 extends_documentation_fragment:
   - onekvm.fleet.attributes
-  - onekvm.fleet.attributes.platform
-  - onekvm.fleet.attributes.idempotent
   - onekvm.fleet.kvmd_api
 attributes:
   check_mode:
@@ -31,8 +29,6 @@ attributes:
         reports what would happen; nothing is pulsed or switched.
   diff_mode:
     support: none
-  platform:
-    support: full
   idempotent:
     support: partial
     details:
@@ -128,8 +124,7 @@ state:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from
-from ansible_collections.onekvm.fleet.plugins.module_utils._errors import OnekvmError
+from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import run_core
 from ansible_collections.onekvm.fleet.plugins.module_utils._kvmd_api import ACTIONS, channel_action, module_api_spec
 
 
@@ -144,13 +139,9 @@ def main() -> None:
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True, required_if=[("action", "switch", ["state"])])
     p = module.params
-    try:
-        result = channel_action(p["socket"], (p["user"], p["password"]) if p["user"] else None, p["channel"],
-                                p["action"], state=p["state"], delay=p["delay"], wait=p["wait"], timeout=p["timeout"],
-                                check_mode=module.check_mode)
-    except OnekvmError as exc:
-        fail_from(module, exc)
-        return
+    result = run_core(module, channel_action, p["socket"], (p["user"], p["password"]) if p["user"] else None,
+                      p["channel"], p["action"], state=p["state"], delay=p["delay"], wait=p["wait"],
+                      timeout=p["timeout"], check_mode=module.check_mode)
     module.exit_json(**result)
 
 

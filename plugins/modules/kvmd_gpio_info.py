@@ -18,20 +18,8 @@ author:
   - onekvm.fleet maintainers (@onekvm)
 extends_documentation_fragment:
   - onekvm.fleet.attributes
-  - onekvm.fleet.attributes.platform
-  - onekvm.fleet.attributes.idempotent
+  - onekvm.fleet.attributes.info_module
   - onekvm.fleet.kvmd_api
-attributes:
-  check_mode:
-    support: full
-    details:
-      - Only reads; the same in check mode.
-  diff_mode:
-    support: none
-  platform:
-    support: full
-  idempotent:
-    support: full
 options: {}
 """
 
@@ -68,20 +56,15 @@ outputs:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from
-from ansible_collections.onekvm.fleet.plugins.module_utils._errors import OnekvmError
+from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import run_core
 from ansible_collections.onekvm.fleet.plugins.module_utils._kvmd_api import gpio_state, module_api_spec
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=module_api_spec(), supports_check_mode=True)
     p = module.params
-    try:
-        result = gpio_state(p["socket"], (p["user"], p["password"]) if p["user"] else None, p["timeout"],
-                            hint="give user and password of a kvmd user (without 2FA)")
-    except OnekvmError as exc:
-        fail_from(module, exc)
-        return
+    result = run_core(module, gpio_state, p["socket"], (p["user"], p["password"]) if p["user"] else None,
+                      p["timeout"], hint="give user and password of a kvmd user (without 2FA)")
     outputs = {name: {"switch": out["switch"], "pulse": out["pulse"]}
                for name, out in result["model"]["scheme"]["outputs"].items()}
     module.exit_json(changed=False, model=result["model"], gpio_state=result["state"], outputs=outputs)

@@ -28,8 +28,6 @@ author:
   - onekvm.fleet maintainers (@onekvm)
 extends_documentation_fragment:
   - onekvm.fleet.attributes
-  - onekvm.fleet.attributes.platform
-  - onekvm.fleet.attributes.idempotent
 attributes:
   check_mode:
     support: full
@@ -39,8 +37,6 @@ attributes:
     support: full
     details:
       - The sections that change, as One-KVM returns them before and after.
-  platform:
-    support: full
   idempotent:
     support: full
 options:
@@ -154,8 +150,8 @@ url:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from
-from ansible_collections.onekvm.fleet.plugins.module_utils._errors import DeviceError, OnekvmError
+from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import run_core
+from ansible_collections.onekvm.fleet.plugins.module_utils._errors import DeviceError
 from ansible_collections.onekvm.fleet.plugins.module_utils._onekvm2 import (
     DEFAULT_URL,
     check_types,
@@ -208,12 +204,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = dict(module.params, _diff=module._diff)
-    try:
-        result = run(params, module.check_mode)
-    except OnekvmError as exc:
-        fail_from(module, exc)
-        return
-    module.exit_json(**result)
+    module.exit_json(**run_core(module, run, params, module.check_mode))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,11 @@ attributes:
     details: In check mode the files are written to a temporary directory, checked, and removed.
   diff_mode:
     support: none
+  idempotent:
+    support: none
+    details: The files are written and checked on every run outside check mode, which reports changed.
+  platform:
+    details: Runs on the controller.
 notes:
   - Runs on the controller (the playbook delegates it to C(localhost)); no box is contacted.
 """

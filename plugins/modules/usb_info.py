@@ -25,15 +25,9 @@ options:
 extends_documentation_fragment:
   - onekvm.fleet.usb
   - onekvm.fleet.attributes
-  - onekvm.fleet.attributes.platform
+  - onekvm.fleet.attributes.info_module
 attributes:
-  check_mode:
-    support: full
-    details: The module only reads.
-  diff_mode:
-    support: none
   platform:
-    support: full
     details: Linux only (sysfs).
 seealso:
   - module: onekvm.fleet.usb_reset
@@ -133,17 +127,13 @@ devices:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from, usb_selection, usb_selector_spec
-from ansible_collections.onekvm.fleet.plugins.module_utils._errors import OnekvmError
+from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import run_core, usb_selection, usb_selector_spec
 from ansible_collections.onekvm.fleet.plugins.module_utils._usb import find_devices
 
 
 def main() -> None:
     module = AnsibleModule(supports_check_mode=True, **usb_selector_spec(include_hubs=dict(type="bool", default=True)))
-    try:
-        devices = find_devices(allow_many=True, allow_none=True, **usb_selection(module.params))
-    except OnekvmError as exc:
-        fail_from(module, exc)
+    devices = run_core(module, find_devices, allow_many=True, allow_none=True, **usb_selection(module.params))
     if not module.params["include_hubs"]:
         devices = [d for d in devices if not d.is_hub and not d.is_root_hub]
     module.exit_json(changed=False, devices=[d.as_dict() for d in devices])

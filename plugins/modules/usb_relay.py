@@ -30,8 +30,6 @@ requirements:
   - pyserial on the box (Debian/Armbian C(python3-serial), Arch/PiKVM C(python-pyserial))
 extends_documentation_fragment:
   - onekvm.fleet.attributes
-  - onekvm.fleet.attributes.platform
-  - onekvm.fleet.attributes.idempotent
 attributes:
   check_mode:
     support: full
@@ -42,7 +40,6 @@ attributes:
   diff_mode:
     support: none
   platform:
-    support: full
     details:
       - Linux boxes (OneKVM, PiKVM) with the relay's USB-serial adapter attached.
   idempotent:
@@ -208,8 +205,7 @@ elapsed:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from
-from ansible_collections.onekvm.fleet.plugins.module_utils._errors import OnekvmError
+from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import run_core
 from ansible_collections.onekvm.fleet.plugins.module_utils._relay import (
     BAUDRATES,
     CHANNEL_COUNTS,
@@ -238,13 +234,9 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    try:
-        result = run(port=p["port"], channel=p["channel"], state=p["state"], channels=p["channels"],
-                     duration=p["duration"], baudrate=p["baudrate"], state_file=p["state_file"] or None,
-                     force=p["force"], check_mode=module.check_mode, lock_timeout=p["lock_timeout"])
-    except OnekvmError as exc:
-        fail_from(module, exc)
-        return
+    result = run_core(module, run, port=p["port"], channel=p["channel"], state=p["state"], channels=p["channels"],
+                      duration=p["duration"], baudrate=p["baudrate"], state_file=p["state_file"] or None,
+                      force=p["force"], check_mode=module.check_mode, lock_timeout=p["lock_timeout"])
     for warning in result.pop("warnings", []):
         module.warn(warning)
     result.pop("check_mode", None)

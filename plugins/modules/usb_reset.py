@@ -74,15 +74,16 @@ requirements:
 extends_documentation_fragment:
   - onekvm.fleet.usb
   - onekvm.fleet.attributes
-  - onekvm.fleet.attributes.platform
 attributes:
   check_mode:
     support: full
     details: Selection and checks only; nothing is reset, and the result says changed.
   diff_mode:
     support: none
+  idempotent:
+    support: none
+    details: A reset is an action; every run outside check mode resets and reports changed.
   platform:
-    support: full
     details: Linux only (sysfs, usbfs).
 seealso:
   - module: onekvm.fleet.usb_info
@@ -145,76 +146,12 @@ devices:
       type: str
       sample: ioctl
     before:
-      description: The device as found before the reset.
+      description:
+        - The device as found before the reset, with the fields of an entry of
+          RV(onekvm.fleet.usb_info#module:devices) (port, bus, address, id, strings, drivers, interfaces, nodes,
+          usbfs, ...).
       type: dict
-      contains:
-        port:
-          description: USB port path.
-          type: str
-          sample: 1-1.2
-        bus:
-          description: Bus number.
-          type: int
-          sample: 1
-        address:
-          description: Device address on the bus.
-          type: int
-          sample: 4
-        id:
-          description: Vendor and product id.
-          type: str
-          sample: 534d:2109
-        vid:
-          description: Vendor id in hex.
-          type: str
-          sample: 534d
-        pid:
-          description: Product id in hex.
-          type: str
-          sample: "2109"
-        serial:
-          description: Serial number string, null when the device has none.
-          type: str
-          sample: "20210621"
-        manufacturer:
-          description: Manufacturer string.
-          type: str
-          sample: MACROSILICON
-        product:
-          description: Product string.
-          type: str
-          sample: USB Video
-        speed:
-          description: Speed in Mbit/s as the kernel reports it.
-          type: str
-          sample: "480"
-        parent:
-          description: Port path of the parent hub (V(usb1) style for a root hub).
-          type: str
-          sample: 1-1
-        authorized:
-          description: Whether the device is authorized.
-          type: bool
-          sample: true
-        drivers:
-          description: Drivers bound to the device's interfaces.
-          type: list
-          elements: str
-          sample: [snd-usb-audio, uvcvideo]
-        interfaces:
-          description: Interfaces with their class and bound driver (null when none).
-          type: list
-          elements: dict
-          sample: [{"name": "1-1.2:1.0", "class": 14, "driver": uvcvideo}]
-        nodes:
-          description: Device nodes provided by the device.
-          type: list
-          elements: str
-          sample: [/dev/video0, /dev/video1]
-        usbfs:
-          description: The device's usbfs node.
-          type: str
-          sample: /dev/bus/usb/001/004
+      sample: {"port": "1-1.2", "bus": 1, "address": 4, "id": "534d:2109", "usbfs": "/dev/bus/usb/001/004"}
     after:
       description:
         - The device as it came back, same fields as RV(devices[].before).
@@ -246,8 +183,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from, usb_selection, usb_selector_spec
-from ansible_collections.onekvm.fleet.plugins.module_utils._errors import OnekvmError
+from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import run_core, usb_selection, usb_selector_spec
 from ansible_collections.onekvm.fleet.plugins.module_utils._limits import check
 from ansible_collections.onekvm.fleet.plugins.module_utils._usb import (
     DEFAULT_LOCK_TIMEOUT,
@@ -275,15 +211,17 @@ def main() -> None:
                            **module_kwargs())
     params = module.params
     started = time.monotonic()
-    try:
+
+    def select_and_reset():
         for name in ("timeout", "lock_timeout", "power_off_time"):
             check(name, params[name])  # before any device is looked at
         devices = find_devices(allow_many=params["all"], **usb_selection(params))
-        reports = reset_devices(devices, method=params["method"], wait=params["wait"], timeout=params["timeout"],
-                                lock_timeout=params["lock_timeout"], power_off_time=params["power_off_time"],
-                                check_mode=module.check_mode)
-    except OnekvmError as exc:
-        fail_from(module, exc, method=params["method"], elapsed=round(time.monotonic() - started, 3))
+        return reset_devices(devices, method=params["method"], wait=params["wait"], timeout=params["timeout"],
+                             lock_timeout=params["lock_timeout"], power_off_time=params["power_off_time"],
+                             check_mode=module.check_mode)
+
+    reports = run_core(module, select_and_reset,
+                       fail_extra=lambda: dict(method=params["method"], elapsed=round(time.monotonic() - started, 3)))
     module.exit_json(changed=True, method=params["method"], devices=reports,
                      elapsed=round(time.monotonic() - started, 3))
 

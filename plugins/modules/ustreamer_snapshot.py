@@ -19,22 +19,9 @@ description:
   - The C(onekvm.fleet.health) playbook uses it for the screen wall of C(fleet-health.html).
 author:
   - onekvm.fleet maintainers (@onekvm)
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-    details:
-      - Only reads; the same in check mode.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
-  platform:
-    description: Target OS/families that can be operated against.
-    support: full
-    platforms: posix
-  idempotent:
-    description: When run twice in a row, the second run reports no change.
-    support: full
+extends_documentation_fragment:
+  - onekvm.fleet.attributes
+  - onekvm.fleet.attributes.info_module
 options:
   socket:
     description:
@@ -107,8 +94,7 @@ elapsed:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import fail_from
-from ansible_collections.onekvm.fleet.plugins.module_utils._errors import OnekvmError
+from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import run_core
 from ansible_collections.onekvm.fleet.plugins.module_utils._ustreamer import (
     DEFAULT_SOCKET,
     SNAPSHOT_BYTES,
@@ -127,11 +113,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    try:
-        result = snapshot(p["socket"], timeout=p["timeout"], max_bytes=p["max_bytes"])
-    except OnekvmError as exc:
-        fail_from(module, exc)
-        return
+    result = run_core(module, snapshot, p["socket"], timeout=p["timeout"], max_bytes=p["max_bytes"])
     module.exit_json(changed=False, **result)
 
 
