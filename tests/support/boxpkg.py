@@ -3,8 +3,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Run the box command from this checkout exactly as the box runs it.
 
-The role installs ``plugins/module_utils`` as a package named ``onekvm``; here a
-directory holding an ``onekvm`` symlink to it gives the same import layout.
+The role installs the ``plugins/module_utils`` files that the box command imports (the
+``box_modules`` filter) as a package named ``onekvm``; here a directory ``onekvm`` holding links
+to just those files gives the same import layout, so a file the box needs but the role would not
+install fails these tests.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+
+from ansible_collections.onekvm.fleet.plugins.filter.box_modules import box_modules
 
 MODULE_UTILS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "plugins", "module_utils"))
 
@@ -31,12 +35,23 @@ def package_root() -> str:
     """
     pid = os.getpid()
     root = _ROOTS.get(pid)
-    if root is None or os.path.realpath(os.path.join(root, "onekvm")) != os.path.realpath(MODULE_UTILS):
+    if root is None or not os.path.isdir(os.path.join(root, "onekvm")):
         root = tempfile.mkdtemp(prefix="onekvm-boxpkg-")
-        os.symlink(MODULE_UTILS, os.path.join(root, "onekvm"))
+        package = os.path.join(root, "onekvm")
+        os.mkdir(package)
+        with open(os.path.join(package, "__init__.py"), "w", encoding="utf-8"):
+            pass  # the role's __init__.py is a comment only
+        for path in box_modules(box_package_sources()):
+            os.symlink(path, os.path.join(package, os.path.basename(path)))
         _ROOTS[pid] = root
         atexit.register(shutil.rmtree, root, True)
     return root
+
+
+def box_package_sources() -> list:
+    """Every ``_*.py`` of the checkout's module_utils, as the role's fileglob finds them."""
+    return sorted(os.path.join(MODULE_UTILS, name) for name in os.listdir(MODULE_UTILS)
+                  if name.startswith("_") and name.endswith(".py"))
 
 
 _MAIN = "import sys; from onekvm._cli import main; sys.exit(main())"
