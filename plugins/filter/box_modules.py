@@ -12,7 +12,7 @@ import os
 DOCUMENTATION = r"""
 name: box_modules
 short_description: The module_utils files the onekvm box command needs
-version_added: 1.1.0
+version_added: 1.0.0
 author: onekvm.fleet maintainers
 description:
   - Takes paths of the collection's C(plugins/module_utils/_*.py) files and returns those the box command imports,
