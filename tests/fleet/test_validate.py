@@ -278,13 +278,16 @@ def _flatten(tasks):
             yield from _flatten(task.get(key, []))
 
 
-# written by the role but not rendered for the check: fixed text, the box's own file edited, or a
-# secret (kvmd's password must not end up in CI artifacts)
+# written by the role but not rendered for the check: fixed text, the box's own file edited, a
+# secret (kvmd's password must not end up in CI artifacts), or what the box had before, put back
+# when a GPIO change fails
 NOT_RENDERED = {("commands.yml", "Mark the directory as a package"),
                 ("watchdog.yml", "Give the watchdog kvmd credentials to ask kvmd's HID state (root only)"),
                 ("streamer.yml", "Put the previous streamer override back"),  # the box's previous file, restored
                 ("watchdog.yml", "Give the watchdog One-KVM 0.2's login to ask its stream status (root only)"),
-                ("override_move.yml", "Write override.yaml without kvmd.gpio.view (its comments are not kept; the copy has them)")}
+                ("override_move.yml", "Write override.yaml without kvmd.gpio.view (its comments are not kept; the copy has them)"),
+                ("gpio.yml", "Put the previous sudoers drop-in back"),
+                ("gpio.yml", "Put the previous wrappers back")}
 
 
 def test_render_is_the_apply_path():
@@ -293,7 +296,7 @@ def test_render_is_the_apply_path():
         render = next(t for t in yaml.safe_load(f) if t["name"] == "Check the GPIO buttons and render the files the role writes")
     rendered = set(render["vars"]["_onekvm_fixed_files"]) | {"button wrappers"}
     with open(os.path.join(TASKS, "apply.yml"), encoding="utf-8") as f:
-        wrappers = next(t for t in yaml.safe_load(f) if "sudoers.yml" in str(t))["vars"]["_onekvm_root_wanted"]
+        wrappers = next(t for t in yaml.safe_load(f) if "gpio.yml" in str(t))["vars"]["_onekvm_root_wanted"]
     assert wrappers.startswith("{{ _onekvm_files.values()"), wrappers
     written = set()
     for name, task in _tasks():
