@@ -53,10 +53,18 @@ def first(events: list, name: str, **match) -> dict:
     raise AssertionError("no %s event in %s" % (name, [e["event"] for e in events]))
 
 
+def recovered_since(domain: str, since: float):
+    """A state predicate: ``domain`` healthy again after a failure that ended after ``since``."""
+    def check(state):
+        mine = state["domains"][domain]
+        # a failure still being handled has "ended": null
+        return mine["status"] == "ok" and ((mine["last_failure"] or {}).get("ended") or 0) > since
+    return check
+
+
 def one_round(box) -> dict:
     broke = float(box.run("date +%s.%N; onekvm-testbed break-capture >/dev/null").stdout.split()[0])
-    wait_for("recovery", state_where(box, lambda s: s["status"] == "ok" and (s["last_failure"] or {}).get("ended", 0)
-                                     > broke), timeout=180)
+    wait_for("recovery", state_where(box, recovered_since("capture", broke)), timeout=180)
     events = events_since(box, broke)
     detected = first(events, "failure_detected", domain="capture")["ts"]
     started = first(events, "action_started", step="ioctl")["ts"]
@@ -72,14 +80,10 @@ def one_round(box) -> dict:
 
 
 def hid_round(box, chip) -> dict:
-    def recovered_since(since):
-        return lambda s: (s["domains"]["hid"]["last_failure"] or {}).get("ended", 0) > since and s["domains"]["hid"][
-            "status"] == "ok"
-
     silent = float(box.run("date +%s.%N").stdout.split()[0])
     stop = heal_on_reset(chip)
     try:
-        wait_for("the HID to recover", state_where(box, recovered_since(silent)), timeout=180)
+        wait_for("the HID to recover", state_where(box, recovered_since("hid", silent)), timeout=180)
     finally:
         stop.set()
     events = [e for e in events_since(box, silent) if e.get("domain") == "hid"]
