@@ -19,6 +19,7 @@ import sys
 import time
 
 from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329 as ch
+from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329_protocol as proto
 from ansible_collections.onekvm.fleet.tests.testbed.ch9329_sim import Chip, Simulator
 
 
@@ -38,12 +39,12 @@ def scan_once(baud: int, address: int) -> tuple:
 def main() -> int:
     print("%-8s %12s %10s %7s %14s" % ("baud", "at 254 (s)", "planned (s)", "ratio", "at 0 (ms)"))
     total = 0.0
-    for baud in ch.BAUD_RATES:
+    for baud in proto.BAUD_RATES:
         seconds, found = scan_once(baud, 0xFE)
         assert found == 0xFE, found
         first, found = scan_once(baud, 0x00)
         assert found == 0x00, found
-        bound = ch.scan_seconds(baud)
+        bound = proto.scan_seconds(baud)
         total += bound
         print("%-8d %12.2f %10.2f %7.2f %14.1f" % (baud, seconds, bound, seconds / bound, first * 1000))
     print("planned with baudrate auto (all five rates): %.1f s" % total)

@@ -27,6 +27,7 @@ import tempfile
 import time
 
 from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329 as ch
+from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329_protocol as proto
 from ansible_collections.onekvm.fleet.tests.testbed.ch9329_sim import Chip, Simulator
 
 BAUD = 9600
@@ -53,8 +54,8 @@ def ours(port: str) -> dict:
 
 
 def floor_seconds() -> float:
-    reset_exchange = ch.wire_time(6 + 7, BAUD) + ANSWER_TIME
-    info_exchange = ch.wire_time(6 + 14, BAUD) + ANSWER_TIME
+    reset_exchange = proto.wire_time(6 + 7, BAUD) + ANSWER_TIME
+    info_exchange = proto.wire_time(6 + 14, BAUD) + ANSWER_TIME
     return reset_exchange + REBOOT_TIME + info_exchange
 
 

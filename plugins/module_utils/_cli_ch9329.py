@@ -10,6 +10,7 @@ Same code as the modules: everything happens in ``_ch9329``.
 from __future__ import annotations
 
 from . import _ch9329
+from ._ch9329_protocol import DEFAULT_TIMEOUT, scan_seconds
 from ._limits import argparse_type, describe
 
 
@@ -20,8 +21,8 @@ def configure(command: str, parser) -> None:
                                            "for this port, else 9600)")
     parser.add_argument("--address", default="0",
                         help="chip address 0-254 (default 0), or auto: ask each address in turn (planned %.1f s at 9600 "
-                             "baud, %.1f s at 115200)" % (_ch9329.scan_seconds(9600), _ch9329.scan_seconds(115200)))
-    parser.add_argument("--timeout", type=argparse_type("ch9329_timeout", "--timeout"), default=_ch9329.DEFAULT_TIMEOUT,
+                             "baud, %.1f s at 115200)" % (scan_seconds(9600), scan_seconds(115200)))
+    parser.add_argument("--timeout", type=argparse_type("ch9329_timeout", "--timeout"), default=DEFAULT_TIMEOUT,
                         help="seconds to wait for a reply, %s" % describe("ch9329_timeout"))
     if command == "ch9329-reset":
         parser.add_argument("--no-pause-kvmd", action="store_true",

@@ -1,7 +1,7 @@
 # Copyright (c) onekvm.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""``onekvm usb-list`` and ``onekvm usb-reset``: the box command's face of ``_usb``.
+"""``onekvm usb-list`` and ``onekvm usb-reset``: the box command's face of ``_usb`` and ``_usb_reset``.
 
 PRIVATE to the onekvm.fleet collection. Box-side core: standard library only.
 
@@ -15,16 +15,8 @@ import argparse
 
 from ._errors import InvalidArgument
 from ._limits import argparse_type, describe
-from ._usb import (
-    DEFAULT_LOCK_TIMEOUT,
-    DEFAULT_POWER_OFF_TIME,
-    DEFAULT_TIMEOUT,
-    DEV_ROOT,
-    METHODS,
-    SYSFS_ROOT,
-    find_devices,
-    reset_devices,
-)
+from ._usb import DEV_ROOT, SYSFS_ROOT, find_devices
+from ._usb_reset import DEFAULT_LOCK_TIMEOUT, DEFAULT_POWER_OFF_TIME, DEFAULT_TIMEOUT, METHODS, reset_devices
 
 
 # options that point root at another sysfs / /dev tree (tests): refused through sudo

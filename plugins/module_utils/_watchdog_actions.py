@@ -138,9 +138,9 @@ def find_processes(patterns: list, proc_root: str = "/proc") -> list:
 
 def usb_reset(usb_id: str, port: str, method: str, lock_timeout: float) -> dict:
     """Reset the one device selected by id and/or port with ``method`` (holds the box lock)."""
-    from . import _usb
+    from . import _usb, _usb_reset
     device = _usb.select_devices(_usb.list_devices(), id=usb_id or None, port=port or None)[0]
-    report = _usb.reset_device(device, method=method, timeout=RESET_TIMEOUT, lock_timeout=lock_timeout)
+    report = _usb_reset.reset_device(device, method=method, timeout=RESET_TIMEOUT, lock_timeout=lock_timeout)
     return {key: report.get(key) for key in ("port", "id", "method", "reset_seconds", "elapsed", "hub", "hub_power_mode")}
 
 

@@ -190,7 +190,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import run_core
 from ansible_collections.onekvm.fleet.plugins.module_utils._ch9329 import (
-    BAUD_RATES, DEFAULT_READY_TIMEOUT, MODES, SERIAL_MODES, configure, link_argument_spec, link_options_from)
+    DEFAULT_READY_TIMEOUT,
+    configure,
+    link_argument_spec,
+    link_options_from,
+)
+from ansible_collections.onekvm.fleet.plugins.module_utils._ch9329_config import MODES, SERIAL_MODES
+from ansible_collections.onekvm.fleet.plugins.module_utils._ch9329_protocol import BAUD_RATES
 
 SETTINGS = ("baudrate", "mode", "serial_mode", "address", "vid", "pid", "packet_interval", "usb_strings",
             "custom_strings")

@@ -145,7 +145,11 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import run_core
 from ansible_collections.onekvm.fleet.plugins.module_utils._ch9329 import (
-    DEFAULT_READY_TIMEOUT, link_argument_spec, link_options_from, reset)
+    DEFAULT_READY_TIMEOUT,
+    link_argument_spec,
+    link_options_from,
+    reset,
+)
 
 
 def main():

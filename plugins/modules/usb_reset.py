@@ -185,12 +185,12 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.onekvm.fleet.plugins.module_utils._ansible import run_core, usb_selection, usb_selector_spec
 from ansible_collections.onekvm.fleet.plugins.module_utils._limits import check
-from ansible_collections.onekvm.fleet.plugins.module_utils._usb import (
+from ansible_collections.onekvm.fleet.plugins.module_utils._usb import find_devices
+from ansible_collections.onekvm.fleet.plugins.module_utils._usb_reset import (
     DEFAULT_LOCK_TIMEOUT,
     DEFAULT_POWER_OFF_TIME,
     DEFAULT_TIMEOUT,
     METHODS,
-    find_devices,
     reset_devices,
 )
 

@@ -36,6 +36,11 @@ import threading
 import time
 import tty
 
+try:
+    from . import control_socket
+except ImportError:  # run as a script (relay_sim.py --pty ...): the siblings are on sys.path
+    import control_socket
+
 Frame = collections.namedtuple("Frame", "time channel on raw")
 Rejected = collections.namedtuple("Rejected", "time raw reason")
 
@@ -247,19 +252,7 @@ def _connect(path: str, timeout: float) -> socket.socket:
 
 # ---- script mode: a control socket ----------------------------------------------------
 
-def control(path: str, request: dict, timeout: float = 10.0) -> dict:
-    """Send one request to a running simulator's control socket and return its reply."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-    return json.loads(reply.decode())
+control = control_socket.request  # a request to a running simulator's control socket, its reply
 
 
 def _answer(board: RelayBoard, request: dict) -> dict:
@@ -276,11 +269,7 @@ def _answer(board: RelayBoard, request: dict) -> dict:
 
 def listen_control(path: str) -> socket.socket:
     """The control socket, listening (so a client may connect as soon as this returns)."""
-    if os.path.exists(path):
-        os.unlink(path)
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(4)
+    server = control_socket.listen(path)
     server.settimeout(0.2)
     return server
 

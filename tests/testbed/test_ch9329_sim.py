@@ -15,7 +15,7 @@ import tty
 
 import pytest
 
-from ansible_collections.onekvm.fleet.tests.testbed import ch9329_sim
+from ansible_collections.onekvm.fleet.tests.testbed import ch9329_sim, ch9329_sim_chip
 from ansible_collections.onekvm.fleet.tests.testbed.ch9329_sim import Chip, Simulator
 
 RESET = bytes.fromhex("57 AB 00 0F 00 11")
@@ -167,7 +167,7 @@ def config_frame(cfg: bytes) -> bytes:
     (2, 0xFF, 0x00), (2, 0x7F, 0x00),  # address 00-FF
 ])
 def test_set_para_cfg_checks_modes_as_documented(port, sim, offset, value, status):
-    cfg = ch9329_sim.factory_config()
+    cfg = ch9329_sim_chip.factory_config()
     cfg[0] = cfg[1] = 0x00
     cfg[offset] = value
     assert port.ask(config_frame(cfg), 7)[3:6] == bytes((0x89 if status == 0 else 0xC9, 0x01, status))
@@ -192,7 +192,7 @@ def test_variant_longer_config_reply(sim):
 
 def test_variant_mode_pins_report_bit_7(port, sim):
     sim.chip.mode_pins = True
-    cfg = ch9329_sim.factory_config()
+    cfg = ch9329_sim_chip.factory_config()
     cfg[0] = cfg[1] = 0x00
     assert port.ask(config_frame(cfg), 7)[5] == 0x00
     assert port.ask(bytes.fromhex("57 AB 00 08 00 0A"), 56)[5:7] == bytes.fromhex("80 80")
@@ -200,7 +200,7 @@ def test_variant_mode_pins_report_bit_7(port, sim):
 
 def test_variant_volatile_settings_lost_at_reset_kept_at_power_on(port, sim):
     sim.chip.volatile_settings = True
-    cfg = ch9329_sim.factory_config()
+    cfg = ch9329_sim_chip.factory_config()
     cfg[0] = cfg[1] = 0x00
     cfg[9:11] = b"\x00\x07"
     assert port.ask(config_frame(cfg), 7)[5] == 0x00

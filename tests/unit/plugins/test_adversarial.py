@@ -20,6 +20,7 @@ import os
 import pytest
 
 from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329, _watchdog_actions
+from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329_config
 from ansible_collections.onekvm.fleet.plugins.module_utils._errors import InvalidArgument
 from ansible_collections.onekvm.fleet.plugins.module_utils._watchdog_config import parse_config
 from ansible_collections.onekvm.fleet.tests.support.boxpkg import run_cli
@@ -137,7 +138,7 @@ def test_the_restart_step_never_matches_init_us_or_our_parent(tmp_path):
 
 def test_ch9329_custom_strings_false_with_usb_strings_is_refused():
     with pytest.raises(InvalidArgument, match="custom_strings: false .* usb_strings .*drop one"):
-        _ch9329.validate_changes({"custom_strings": False, "usb_strings": {"product": "x"}})
+        _ch9329_config.validate_changes({"custom_strings": False, "usb_strings": {"product": "x"}})
 
 
 def test_count_of_hostile_inputs():

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329 as ch
+from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329_protocol as proto
 from ansible_collections.onekvm.fleet.plugins.module_utils import _kvmd
 from ansible_collections.onekvm.fleet.plugins.module_utils._errors import DeviceError, InvalidArgument, Timeout
 from ansible_collections.onekvm.fleet.tests.support.boxpkg import run_cli
@@ -35,7 +36,7 @@ def test_check_mode_probes_but_sends_no_reset(sim):
 
 
 def test_retry_after_a_corrupt_reply(sim):
-    sim.set_faults(bad_checksum=True, commands=[ch.CMD_RESET])
+    sim.set_faults(bad_checksum=True, commands=[proto.CMD_RESET])
     with pytest.raises(DeviceError, match="corrupt reply.*after 2 attempts"):
         ch.reset(ch.LinkOptions(port=sim.port, timeout=0.2), retries=1, wait_ready=False)
     assert sim.counters["resets"] == 2
@@ -63,7 +64,7 @@ def test_wrong_baud_is_a_clear_error(sim):
 
 
 def test_retry_after_silence(sim):
-    sim.set_faults(silent=True, commands=[ch.CMD_RESET])
+    sim.set_faults(silent=True, commands=[proto.CMD_RESET])
     with pytest.raises(Timeout, match="after 3 attempts"):
         ch.reset(ch.LinkOptions(port=sim.port, timeout=0.1), retries=2)
     assert sim.counters["frames"] == 1  # the first RESET got through; the chip was deaf to the others
@@ -111,8 +112,8 @@ def test_set_default_config_restores_the_factory_settings(sim):
 
 
 def test_bad_parameter_status_is_reported(sim):
-    sim.set_faults(error_status=0xE5, commands=[ch.CMD_SET_PARA_CFG])
-    with pytest.raises(ch.ChipError, match="refused SET_PARA_CFG: E5 bad parameter"):
+    sim.set_faults(error_status=0xE5, commands=[proto.CMD_SET_PARA_CFG])
+    with pytest.raises(proto.ChipError, match="refused SET_PARA_CFG: E5 bad parameter"):
         ch.configure(ch.LinkOptions(port=sim.port), {"packet_interval": 5})
 
 
@@ -252,4 +253,4 @@ def test_every_frame_is_written_in_one_go(sim):
         chip.get_info()
     assert len(spy.writes) == 5
     for data in spy.writes:
-        assert ch.frame_end(data) == len(data) and data[:2] == ch.HEAD
+        assert proto.frame_end(data) == len(data) and data[:2] == proto.HEAD

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329, _lock, _relay, _usb
+from ansible_collections.onekvm.fleet.plugins.module_utils import _usb_reset
 from ansible_collections.onekvm.fleet.plugins.module_utils._errors import InvalidArgument
 from ansible_collections.onekvm.fleet.plugins.module_utils._limits import LIMITS, check, describe
 from ansible_collections.onekvm.fleet.plugins.module_utils._watchdog_config import parse_config
@@ -85,7 +86,7 @@ def test_watchdog_config_check_uses_the_table(keys, value):
 
 
 @pytest.mark.parametrize("call", [
-    lambda v: _usb.wait_until_back(None, timeout=v),
+    lambda v: _usb_reset.wait_until_back(None, timeout=v),
     lambda v: _lock.hardware_lock(timeout=v, path="/nonexistent/lock").__enter__(),
     lambda v: _relay.validate("pulse", 1, duration=v),
     lambda v: _ch9329.LinkOptions(port="/dev/null", baudrate=9600, timeout=v),

@@ -18,6 +18,7 @@ import threading
 import pytest
 
 from ansible_collections.onekvm.fleet.plugins.module_utils import _usb
+from ansible_collections.onekvm.fleet.plugins.module_utils import _usb_reset
 from ansible_collections.onekvm.fleet.plugins.module_utils._errors import (
     Busy,
     DeviceError,
@@ -45,12 +46,12 @@ def as_root(monkeypatch):
 def writes(monkeypatch):
     """Record every sysfs write (and still perform it)."""
     log = []
-    real = _usb._write_sysfs
+    real = _usb_reset._write_sysfs
 
     def spy(path, value):
         log.append((path, value))
         real(path, value)
-    monkeypatch.setattr(_usb, "_write_sysfs", spy)
+    monkeypatch.setattr(_usb_reset, "_write_sysfs", spy)
     return log
 
 
@@ -60,7 +61,7 @@ def device(fake, port):
 
 def reset(fake, port, method, **kwargs):
     kwargs.setdefault("timeout", 2)
-    return _usb.reset_device(device(fake, port), method=method, sysfs_root=fake.sysfs_root, dev_root=fake.dev_root,
+    return _usb_reset.reset_device(device(fake, port), method=method, sysfs_root=fake.sysfs_root, dev_root=fake.dev_root,
                              **kwargs)
 
 
@@ -78,22 +79,22 @@ def hub_descriptor(characteristics: int, desc_type: int = 0x29) -> bytes:
     (0x0009, "individual"), (0x00A9, "individual"), (0x0000, "ganged"), (0x0008, "ganged"),
     (0x000A, "none"), (0x0003, "none")])
 def test_hub_power_mode_from_w_hub_characteristics(characteristics, mode):
-    assert _usb.decode_hub_power_mode(hub_descriptor(characteristics)) == mode
-    assert _usb.decode_hub_power_mode(hub_descriptor(characteristics, 0x2A)) == mode
+    assert _usb_reset.decode_hub_power_mode(hub_descriptor(characteristics)) == mode
+    assert _usb_reset.decode_hub_power_mode(hub_descriptor(characteristics, 0x2A)) == mode
 
 
 @pytest.mark.parametrize("raw", [b"", b"\x09\x29\x04", hub_descriptor(1, desc_type=0x01)])
 def test_a_broken_hub_descriptor_is_a_device_error(raw):
     with pytest.raises(DeviceError):
-        _usb.decode_hub_power_mode(raw)
+        _usb_reset.decode_hub_power_mode(raw)
 
 
 def test_ioctl_numbers_match_linux():
-    assert _usb.USBDEVFS_RESET == 0x5514
-    if _usb.struct.calcsize("P") == 8:
-        assert _usb.USBDEVFS_CONTROL == 0xC0185500
+    assert _usb_reset.USBDEVFS_RESET == 0x5514
+    if _usb_reset.struct.calcsize("P") == 8:
+        assert _usb_reset.USBDEVFS_CONTROL == 0xC0185500
     else:
-        assert _usb.USBDEVFS_CONTROL == 0xC0105500
+        assert _usb_reset.USBDEVFS_CONTROL == 0xC0105500
 
 
 # ---------------------------------------------------------------- checks before acting
@@ -131,7 +132,7 @@ def test_power_cycle_on_a_root_hub_port_is_refused(box, as_root):
 
 def test_power_cycle_refused_behind_a_hub_without_power_switching(box, as_root, monkeypatch, writes):
     # edge: the hub class descriptor comes from a real hub over usbfs
-    monkeypatch.setattr(_usb, "read_hub_descriptor", lambda hub, dev_root: hub_descriptor(0x000A))
+    monkeypatch.setattr(_usb_reset, "read_hub_descriptor", lambda hub, dev_root: hub_descriptor(0x000A))
     with pytest.raises(InvalidArgument) as info:
         reset(box, "1-2.1", "power_cycle")
     msg = info.value.msg
@@ -141,7 +142,7 @@ def test_power_cycle_refused_behind_a_hub_without_power_switching(box, as_root, 
 
 
 def test_power_cycle_refused_on_ganged_hub(box, as_root, monkeypatch):
-    monkeypatch.setattr(_usb, "read_hub_descriptor", lambda hub, dev_root: hub_descriptor(0x0000))  # edge, see above
+    monkeypatch.setattr(_usb_reset, "read_hub_descriptor", lambda hub, dev_root: hub_descriptor(0x0000))  # edge, see above
     with pytest.raises(InvalidArgument) as info:
         reset(box, "1-2.1", "power_cycle")
     assert "ganged power switching (all ports at once)" in info.value.msg
@@ -149,7 +150,7 @@ def test_power_cycle_refused_on_ganged_hub(box, as_root, monkeypatch):
 
 def test_power_cycle_needs_the_disable_file_of_linux_6(tmp_path, monkeypatch, as_root):
     monkeypatch.setenv("ONEKVM_LOCK_PATH", str(tmp_path / "hw.lock"))
-    monkeypatch.setattr(_usb, "read_hub_descriptor", lambda hub, dev_root: hub_descriptor(0x0009))  # edge
+    monkeypatch.setattr(_usb_reset, "read_hub_descriptor", lambda hub, dev_root: hub_descriptor(0x0009))  # edge
     fake = onekvm_box(tmp_path / "tree")
     os.unlink(os.path.join(fake.device_dir("1-1:1.0"), "1-1-port2", "disable"))
     with pytest.raises(MissingDependency) as info:
@@ -159,7 +160,7 @@ def test_power_cycle_needs_the_disable_file_of_linux_6(tmp_path, monkeypatch, as
 
 def test_hub_descriptor_read_on_a_non_usbfs_file_is_a_device_error(box, as_root):
     with pytest.raises(DeviceError) as info:
-        _usb.hub_power_mode(device(box, "1-1"), box.dev_root)
+        _usb_reset.hub_power_mode(device(box, "1-1"), box.dev_root)
     assert "hub descriptor of 1-1" in info.value.msg
 
 
@@ -189,7 +190,7 @@ def test_ioctl_with_usbfs_node_gone_says_vanished(box, as_root):
     target = device(box, "1-1.2")
     os.unlink(target.usbfs)
     with pytest.raises(DeviceError) as info:
-        _usb.reset_device(target, sysfs_root=box.sysfs_root, dev_root=box.dev_root)
+        _usb_reset.reset_device(target, sysfs_root=box.sysfs_root, dev_root=box.dev_root)
     assert "vanished" in info.value.msg
 
 
@@ -246,7 +247,7 @@ def test_rebind_reports_interfaces_left_without_driver(box, as_root):
 def test_sysfs_permission_denied_says_become(box, as_root, monkeypatch):
     def refuse(path, value):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr(_usb, "_write_sysfs", refuse)  # edge: the fake tree is writable by the test user
+    monkeypatch.setattr(_usb_reset, "_write_sysfs", refuse)  # edge: the fake tree is writable by the test user
     with pytest.raises(PermissionDenied) as info:
         reset(box, "1-1.2", "authorize")
     assert "become" in info.value.msg
@@ -258,17 +259,17 @@ def test_timeout_names_what_is_missing(box, as_root, monkeypatch):
     before = device(box, "1-1.2")
     box.unbind("1-1.2:1.0")
     with pytest.raises(Timeout) as info:
-        _usb.wait_until_back(before, timeout=0.2, sysfs_root=box.sysfs_root, dev_root=box.dev_root)
+        _usb_reset.wait_until_back(before, timeout=0.2, sysfs_root=box.sysfs_root, dev_root=box.dev_root)
     assert "interface 1-1.2:1.0 not bound to usbhid" in info.value.msg
     assert "within 0.2 s" in info.value.msg
 
 
 def test_missing_after_reset_cases(box):
     before = device(box, "1-3")
-    assert _usb.missing_after_reset(before, None) == ["no device at port 1-3"]
-    assert "instead of 534d:2109" in _usb.missing_after_reset(before, device(box, "1-1.2"))[0]
+    assert _usb_reset.missing_after_reset(before, None) == ["no device at port 1-3"]
+    assert "instead of 534d:2109" in _usb_reset.missing_after_reset(before, device(box, "1-1.2"))[0]
     os.unlink(os.path.join(box.device_dir("1-3:1.0"), "class0", "video", "video0", "uevent"))
-    assert _usb.missing_after_reset(before, device(box, "1-3")) == [
+    assert _usb_reset.missing_after_reset(before, device(box, "1-3")) == [
         "device nodes: 3 of 4 back (%s)" % ", ".join(device(box, "1-3").nodes)]
 
 
@@ -278,7 +279,7 @@ def test_wait_polls_until_the_driver_is_back(box):
     timer = threading.Timer(0.3, box.bind, args=("1-1.4:1.0", "ftdi_sio"))
     timer.start()
     try:
-        after = _usb.wait_until_back(before, timeout=5, sysfs_root=box.sysfs_root, dev_root=box.dev_root)
+        after = _usb_reset.wait_until_back(before, timeout=5, sysfs_root=box.sysfs_root, dev_root=box.dev_root)
     finally:
         timer.join()
     assert after.drivers == ["ftdi_sio"]
@@ -294,9 +295,9 @@ class PortPowerKernel:
         self.comes_back = comes_back
         self.leaves = leaves
         self.writes = []
-        self.real = _usb._write_sysfs
-        monkeypatch.setattr(_usb, "_write_sysfs", self.write)
-        monkeypatch.setattr(_usb, "read_hub_descriptor", lambda hub, dev_root: hub_descriptor(0x0009))
+        self.real = _usb_reset._write_sysfs
+        monkeypatch.setattr(_usb_reset, "_write_sysfs", self.write)
+        monkeypatch.setattr(_usb_reset, "read_hub_descriptor", lambda hub, dev_root: hub_descriptor(0x0009))
 
     def write(self, path, value):
         self.writes.append((rel(self.fake, path), value))
@@ -328,7 +329,7 @@ def test_power_cycle_device_not_back_is_a_timeout_and_the_port_is_on_again(box, 
 
 
 def test_power_cycle_on_a_hub_that_only_pretends(box, as_root, monkeypatch):
-    monkeypatch.setattr(_usb, "POWER_OFF_DISCONNECT_TIMEOUT", 0.2)
+    monkeypatch.setattr(_usb_reset, "POWER_OFF_DISCONNECT_TIMEOUT", 0.2)
     kernel = PortPowerKernel(box, monkeypatch, leaves=False)
     with pytest.raises(DeviceError) as info:
         reset(box, "1-1.2", "power_cycle", power_off_time=0)
@@ -349,7 +350,7 @@ def test_device_gone_before_the_reset(box, as_root, writes):
     target = device(box, "1-1.2")
     box.remove("1-1.2")
     with pytest.raises(DeviceError) as info:
-        _usb.reset_device(target, method="authorize", sysfs_root=box.sysfs_root, dev_root=box.dev_root)
+        _usb_reset.reset_device(target, method="authorize", sysfs_root=box.sysfs_root, dev_root=box.dev_root)
     assert "vanished before the reset" in info.value.msg and "now: empty" in info.value.msg
     assert writes == []
 
@@ -360,6 +361,6 @@ def test_reset_devices_names_the_ones_already_done(box, as_root):
     os.unlink(bad)
     os.mkdir(bad)
     with pytest.raises(DeviceError) as info:
-        _usb.reset_devices(twins, method="authorize", timeout=1, sysfs_root=box.sysfs_root, dev_root=box.dev_root)
+        _usb_reset.reset_devices(twins, method="authorize", timeout=1, sysfs_root=box.sysfs_root, dev_root=box.dev_root)
     assert info.value.details["reset_done"] == ["1-1.2"]
     assert "(already reset: 1-1.2)" in info.value.msg

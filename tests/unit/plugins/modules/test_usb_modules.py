@@ -15,6 +15,7 @@ import os
 import pytest
 
 from ansible_collections.onekvm.fleet.plugins.module_utils import _usb
+from ansible_collections.onekvm.fleet.plugins.module_utils import _usb_reset
 from ansible_collections.onekvm.fleet.plugins.modules import usb_info, usb_reset
 from ansible_collections.onekvm.fleet.tests.unit.plugins.module_utils.fake_sysfs import onekvm_box
 from ansible_collections.onekvm.fleet.tests.unit.plugins.modules.module_runner import run_module
@@ -28,7 +29,7 @@ def box(tmp_path, monkeypatch):
     roots = dict(sysfs_root=fake.sysfs_root, dev_root=fake.dev_root)
     for module in (usb_reset, usb_info):
         monkeypatch.setattr(module, "find_devices", functools.partial(_usb.find_devices, **roots))
-    monkeypatch.setattr(usb_reset, "reset_devices", functools.partial(_usb.reset_devices, **roots))
+    monkeypatch.setattr(usb_reset, "reset_devices", functools.partial(_usb_reset.reset_devices, **roots))
     return fake
 
 
@@ -97,13 +98,13 @@ def test_not_root_fails_with_become_hint(box, monkeypatch):
 
 def test_timeout_failure_names_what_is_missing(box, monkeypatch):
     # the kernel would bind the driver again; this fake does not, so the wait times out
-    real = _usb._write_sysfs
+    real = _usb_reset._write_sysfs
 
     def unbind_for_good(path, value):
         real(path, value)
         if path.endswith("authorized") and value == "1":
             box.unbind("1-1.4:1.0")
-    monkeypatch.setattr(_usb, "_write_sysfs", unbind_for_good)
+    monkeypatch.setattr(_usb_reset, "_write_sysfs", unbind_for_good)
     result = run_module(usb_reset.main, {"port": "1-1.4", "method": "authorize", "timeout": 0.2})
     assert result["failed"] and result["error"] == "Timeout"
     assert result["missing"] == ["interface 1-1.4:1.0 not bound to ftdi_sio"]
