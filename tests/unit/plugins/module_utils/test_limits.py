@@ -33,6 +33,8 @@ ROLE_VARIABLES = {
     "onekvm_watchdog_max_actions_per_hour": "max_actions_per_hour", "onekvm_watchdog_backoff": "backoff",
     "onekvm_watchdog_backoff_max": "backoff_max", "onekvm_watchdog_lock_timeout": "lock_timeout",
     "onekvm_watchdog_systemd_watchdog_sec": "systemd_watchdog_sec",
+    "onekvm_watchdog_hid_grace": "grace", "onekvm_watchdog_hid_waits": "waits",
+    "onekvm_watchdog_hid_max_actions_per_hour": "max_actions_per_hour",
 }
 # the watchdog config's numeric keys, and which quantity
 WATCHDOG_KEYS = {
