@@ -50,6 +50,7 @@ CONFIG_FIELDS = {
     "ascii_fast_upload": (37, 1, "u8"),
 }
 
+
 # -- the config --------------------------------------------------------------------------
 def parse_id(value, what: str) -> int:
     """A USB VID/PID from an int or a hex string (``1a86``, ``0x1A86``)."""

@@ -59,6 +59,8 @@ DEFAULT_TIMEOUT = 1.0
 # exchange's wire time plus this (the chip's packet interval, its answer, the USB-serial
 # adapter's latency), so a scan takes 255 x (20 bytes' wire time + 25 ms): see scan_seconds
 SCAN_SLACK = 0.025
+
+
 class ChipError(DeviceError):
     """The chip answered with an error status (E1-E6)."""
 

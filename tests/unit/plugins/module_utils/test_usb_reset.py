@@ -61,8 +61,8 @@ def device(fake, port):
 
 def reset(fake, port, method, **kwargs):
     kwargs.setdefault("timeout", 2)
-    return _usb_reset.reset_device(device(fake, port), method=method, sysfs_root=fake.sysfs_root, dev_root=fake.dev_root,
-                             **kwargs)
+    return _usb_reset.reset_device(device(fake, port), method=method, sysfs_root=fake.sysfs_root,
+                                   dev_root=fake.dev_root, **kwargs)
 
 
 def rel(fake, path):
