@@ -19,8 +19,7 @@ import os
 
 import pytest
 
-from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329, _watchdog_actions
-from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329_config
+from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329_config, _watchdog_actions
 from ansible_collections.onekvm.fleet.plugins.module_utils._errors import InvalidArgument
 from ansible_collections.onekvm.fleet.plugins.module_utils._watchdog_config import parse_config
 from ansible_collections.onekvm.fleet.tests.support.boxpkg import run_cli

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329 as ch
 from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329_config as chip_config
 from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329_protocol as proto
 from ansible_collections.onekvm.fleet.plugins.module_utils._errors import DeviceError, InvalidArgument, OnekvmError, Timeout

@@ -16,8 +16,7 @@ import os
 import pytest
 import yaml
 
-from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329, _lock, _relay, _usb
-from ansible_collections.onekvm.fleet.plugins.module_utils import _usb_reset
+from ansible_collections.onekvm.fleet.plugins.module_utils import _ch9329, _lock, _relay, _usb_reset
 from ansible_collections.onekvm.fleet.plugins.module_utils._errors import InvalidArgument
 from ansible_collections.onekvm.fleet.plugins.module_utils._limits import LIMITS, check, describe
 from ansible_collections.onekvm.fleet.plugins.module_utils._watchdog_config import parse_config
