@@ -93,7 +93,7 @@ def test_github_steps_as_written_pass_the_example_inventory(ci_work):
     summary = checkout.parent / "step-summary.md"
     done = run_steps(steps, clean_env(dict(env, GITHUB_STEP_SUMMARY=str(summary))), str(checkout))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
-    assert "onekvm.fleet.validate: 5 hosts, 5 pass, 0 fail" in summary.read_text()
+    assert "onekvm.fleet.validate: 6 hosts, 6 pass, 0 fail" in summary.read_text()
     # the collection was built from the checkout and installed into the job's own path
     with open(os.path.join(ROOT, "galaxy.yml"), encoding="utf-8") as f:
         version = yaml.safe_load(f)["version"]
@@ -114,7 +114,7 @@ def test_gitlab_script_with_a_tarball_fails_a_bad_button_naming_host_and_button(
     finally:
         (host_vars / "kvm-a02.yml").unlink()
     assert done.returncode != 0
-    assert "onekvm.fleet.validate: 5 hosts, 4 pass, 1 fail" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "onekvm.fleet.validate: 6 hosts, 5 pass, 1 fail" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
     assert "FAILED kvm-a02: Check the GPIO buttons" in done.stdout
     assert "button 'toggle switch' (item 1): name 'toggle switch' does not match" in done.stdout
-    assert "1 of 5 boxes fail: kvm-a02." in done.stdout
+    assert "1 of 6 boxes fail: kvm-a02." in done.stdout

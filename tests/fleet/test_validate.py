@@ -102,12 +102,14 @@ def test_example_inventory_passes_without_any_box(example):
     workdir, done = example
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "unreachable=1" not in done.stdout and "UNREACHABLE" not in done.stdout
-    assert "onekvm.fleet.validate: 5 hosts, 5 pass, 0 fail" in done.stdout
+    assert "onekvm.fleet.validate: 6 hosts, 6 pass, 0 fail" in done.stdout
     summary = (workdir / "out" / "summary.md").read_text()
     for host in ("kvm-a01", "kvm-a02", "kvm-a03", "kvm-b01", "kvm-b02"):
         # gpio.yaml, the streamer override, sudoers, udev, the box command, Reset HID (button command, job, unit),
         # watchdog config and unit, a wrapper per root button
         assert re.search(r"^ok +%s: 12 files checked" % host, summary, re.M), summary
+    # the One-KVM 0.2 box: udev, the box command, Reset HID (command, job, unit), watchdog config and unit
+    assert re.search(r"^ok +kvm-c01: 7 files checked", summary, re.M), summary
 
 
 def test_rendered_files_are_what_the_box_gets(example):
@@ -208,7 +210,7 @@ def test_junit_report_has_a_case_per_host_and_file(example):
     assert ("kvm-a01", "/etc/sudoers.d/onekvm: visudo") in cases
     assert ("kvm-b02", "/etc/systemd/system/onekvm-watchdog.service: systemd-unit") in cases
     assert ("kvm-b02", "/etc/systemd/system/onekvm-reset-hid.service: systemd-unit") in cases
-    assert len(cases) == 5 * 12
+    assert len(cases) == 5 * 12 + 7
 
 
 def test_a_broken_inventory_fails_naming_host_and_what_to_change(broken):

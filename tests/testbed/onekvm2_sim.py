@@ -35,14 +35,23 @@ their validation, ``src/config/store.rs``): one JSON document in SQLite (``one-k
 field, then ``enforce_invariants`` runs (``src/config/schema/mod.rs``).
 
 Stream status (``src/web/handlers/stream.rs`` -> ``src/video/streamer.rs`` ``StreamerStats``):
-``state`` is ``streaming`` while the configured capture node opens, ``device_lost`` when it is gone
-(One-KVM's ENODEV/ENXIO class, ``src/video/capture/status.rs``), ``uninitialized`` with no
-device configured. Failure injection for tests: a file ``sim-stream-state`` in the data directory
-holds a state (e.g. ``uvc_capture_stall``) reported while the device is there - it stays until
-the file is removed, as One-KVM never resets the USB device itself (it only soft-restarts).
+asked of the kernel on every request. The configured node must open and answer VIDIOC_QUERYCAP
+as a video capture device (``src/video/device/linux.rs`` probes it so): then ``streaming``; a
+node gone (ENOENT/ENODEV/ENXIO/ESHUTDOWN, ``src/video/capture/status.rs``) is ``device_lost``,
+then ``recovering`` while One-KVM would re-find it (``start_device_recovery_internal``: first
+retry after 200 ms, then every second), ``streaming`` again once it is back; any other failure
+is ``error``; ``uninitialized`` with no device configured. A regular file stands for a node in
+the simulator's own tests. Failure injection for tests: a file ``sim-stream-state`` in the data
+directory holds a state (e.g. ``uvc_capture_stall``) reported while the device is there - it
+stays until the file is removed, as One-KVM never resets the USB device itself (it only
+soft-restarts).
 
 HID (``src/hid/ch9329.rs``, serialport 4 ``TTYPort::open``): with backend ``ch9329`` the port is
 held open exclusively (TIOCEXCL) by the service; it is opened again every 2 s while it fails.
+
+On the simulated box it runs as One-KVM's unit ``one-kvm.service`` (``tests/testbed/one-kvm.service``,
+installed by ``vm.py`` ``install_onekvm2``); ``--access-log`` writes one line per request to its
+journal, ``--init-only`` seeds the user and exits.
 
 Not modelled: TOTP, setup wizard (``POST /setup/init``; the data directory is seeded with
 ``--init-user``), password hashing with argon2 (PBKDF2 here), HTTPS, WebRTC, MSD, OTG gadgets,
@@ -53,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import errno
 import fcntl
 import hashlib
 import http.server
@@ -61,6 +71,8 @@ import json
 import os
 import secrets
 import sqlite3
+import stat
+import struct
 import sys
 import termios
 import threading
@@ -76,6 +88,15 @@ STATES = (  # src/video/streamer.rs StreamerState::as_str
     "uvc_usb_error", "uvc_capture_stall", "error", "device_lost", "recovering", "device_busy",
 )
 LCUS_RELAY_MAX_CHANNEL = 8  # src/atx/types.rs
+# src/video/capture/status.rs classify_capture_io_error / is_device_lost_message: ENOENT
+# ("No such file or directory"), ENXIO, ENODEV, ESHUTDOWN mean the node or endpoint is gone
+DEVICE_LOST_ERRNOS = (errno.ENOENT, errno.ENXIO, errno.ENODEV, errno.ESHUTDOWN)
+RECOVERY_FIRST_WAIT = 0.2  # streamer.rs start_device_recovery_internal: first retry after 200 ms
+# linux/videodev2.h: struct v4l2_capability (104 bytes), _IOR('V', 0, ...), capability bits
+V4L2_CAPABILITY_SIZE = 104
+VIDIOC_QUERYCAP = (2 << 30) | (V4L2_CAPABILITY_SIZE << 16) | (ord("V") << 8) | 0
+V4L2_CAP_VIDEO_CAPTURE, V4L2_CAP_VIDEO_CAPTURE_MPLANE = 0x1, 0x1000
+V4L2_CAP_DEVICE_CAPS = 0x80000000
 
 
 # ---------------------------------------------------------------------------- defaults
@@ -411,6 +432,9 @@ class Box:
         self.hid_error = None
         self.hid_port = None
         self.requests: list[tuple[str, str]] = []  # (method, path) served, for tests
+        self.access_log = False
+        self.card = None  # the capture device's name (VIDIOC_QUERYCAP card) last seen
+        self.lost_since = None  # when the capture node was first found gone
         with self._db() as db:  # src/db/pool.rs
             db.execute("CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT "
                        "NULL, updated_at TEXT NOT NULL DEFAULT (datetime('now')))")
@@ -485,10 +509,22 @@ class Box:
                  "target_fps": video["fps"], "fps": 0.0}
         if not device:
             return stats
-        if not self._capture_opens(device):
-            stats["state"] = "device_lost"
+        found, card = self._query_capture(device)
+        if card:
+            self.card = card
+        stats["device"] = self.card  # streamer.rs keeps current_device while it recovers
+        if found == "lost":
+            # streamer.rs: the capture error sets DeviceLost, then the recovery task says
+            # Recovering while it re-finds the device every second (start_device_recovery_internal)
+            if self.lost_since is None:
+                self.lost_since = time.monotonic()
+            lost_for = time.monotonic() - self.lost_since
+            stats["state"] = "device_lost" if lost_for < RECOVERY_FIRST_WAIT else "recovering"
             return stats
-        stats["device"] = self._card_name(device)
+        self.lost_since = None
+        if found == "error":
+            stats["state"] = "error"
+            return stats
         injected = self._injected_state()
         if injected:
             stats["state"] = injected
@@ -508,21 +544,35 @@ class Box:
             return None
         return data
 
-    def _capture_opens(self, device: str) -> bool:
-        try:
-            fd = os.open(self.root + device, os.O_RDONLY | os.O_NONBLOCK)
-        except OSError:
-            return False
-        os.close(fd)
-        return True
+    def _query_capture(self, device: str) -> tuple:
+        """("ok" | "lost" | "error", card name or None) of the capture node, asked of the kernel.
 
-    def _card_name(self, device: str) -> str:
-        node = os.path.basename(os.path.realpath(self.root + device))
+        A character device must answer VIDIOC_QUERYCAP as a video capture device (what
+        src/video/device/linux.rs probes); ENOENT/ENODEV/ENXIO/ESHUTDOWN are One-KVM's
+        device-lost class (src/video/capture/status.rs), any other failure an error. A regular
+        file stands for a node in the simulator's own tests (no V4L2 device on a build host).
+        """
+        path = self.root + device
         try:
-            with open(f"{self.root}/sys/class/video4linux/{node}/name") as f:
-                return f.read().strip()
-        except OSError:
-            return node
+            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        except OSError as exc:
+            return ("lost" if exc.errno in DEVICE_LOST_ERRNOS else "error"), None
+        try:
+            if not stat.S_ISCHR(os.fstat(fd).st_mode):
+                return "ok", os.path.basename(os.path.realpath(path))
+            buf = bytearray(V4L2_CAPABILITY_SIZE)
+            try:
+                fcntl.ioctl(fd, VIDIOC_QUERYCAP, buf)
+            except OSError as exc:
+                return ("lost" if exc.errno in DEVICE_LOST_ERRNOS else "error"), None
+        finally:
+            os.close(fd)
+        caps, device_caps = struct.unpack_from("=II", buf, 84)
+        if caps & V4L2_CAP_DEVICE_CAPS:
+            caps = device_caps
+        if not caps & (V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_VIDEO_CAPTURE_MPLANE):
+            return "error", None
+        return "ok", bytes(buf[16:48]).split(b"\0", 1)[0].decode(errors="replace")
 
     def _injected_state(self):
         try:
@@ -584,6 +634,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):  # quiet; the journal gets errors only
         pass
+
+    def log_request(self, code="-", size="-"):
+        if self.box.access_log:  # one line per request (the test bed's journal shows what was sent)
+            print(f"{self.command} {self.path.split('?', 1)[0]} {code}", file=sys.stderr, flush=True)
 
     def do_GET(self):
         self._dispatch("GET")
@@ -766,15 +820,21 @@ def main(argv=None) -> int:
     parser.add_argument("--bind", default=None)
     parser.add_argument("--init-user", help="create this user (and mark the box initialized)")
     parser.add_argument("--init-password-file", help="file holding the user's password")
+    parser.add_argument("--init-only", action="store_true", help="create the user, then exit")
+    parser.add_argument("--access-log", action="store_true",
+                        help="log each request (method, path, status) to stderr")
     args = parser.parse_args(argv)
     os.makedirs(args.data_dir, exist_ok=True)
     probe = Box(args.data_dir)
     if args.init_user:
         with open(args.init_password_file) as f:
             probe.add_user(args.init_user, f.read().strip())
+    if args.init_only:
+        return 0
     port = args.port or probe.config["web"]["http_port"]
     bind = args.bind or probe.config["web"]["bind_address"]
     server, box = make_server(args.data_dir, port, bind)
+    box.access_log = args.access_log
 
     def keep_hid():  # src/hid/ch9329.rs: reopen every 2 s after an error
         while True:

@@ -318,7 +318,33 @@ def test_stream_status(logged_in, tmp_path):
     assert logged_in.call("GET", "/api/stream/status")[1]["state"] == "uvc_capture_stall"
     (logged_in.data / sim.STREAM_STATE_FILE).unlink()
     node.unlink()
+    # capture/status.rs: a node gone is device_lost; streamer.rs start_device_recovery_internal
+    # then reports recovering while it re-finds the device, streaming again once it is back
+    lost = logged_in.call("GET", "/api/stream/status")[1]
+    assert (lost["state"], lost["device"]) == ("device_lost", "video0")
+    logged_in.state.lost_since -= 1.0
+    assert logged_in.call("GET", "/api/stream/status")[1]["state"] == "recovering"
+    node.write_text("")
+    assert logged_in.call("GET", "/api/stream/status")[1]["state"] == "streaming"
+
+
+def test_stream_status_asks_the_kernel(logged_in):
+    """src/video/device/linux.rs probes a node with VIDIOC_QUERYCAP: a character device that is
+    no V4L2 capture device (here /dev/null, ENOTTY) is an error, not a stream."""
+    with logged_in.state.lock:
+        logged_in.state.config["video"]["device"] = "/dev/null"
+    status = logged_in.call("GET", "/api/stream/status")[1]
+    assert (status["state"], status["fps"]) == ("error", 0.0)
+    with logged_in.state.lock:
+        logged_in.state.config["video"]["device"] = "/dev/onekvm-sim-no-such-node"
     assert logged_in.call("GET", "/api/stream/status")[1]["state"] == "device_lost"
+
+
+def test_access_log(logged_in, capsys):
+    """--access-log: one line per request on stderr (method, path, status), for the box's journal."""
+    logged_in.state.access_log = True
+    logged_in.call("GET", "/api/config/hid?x=1")
+    assert "GET /api/config/hid 200" in capsys.readouterr().err
 
 
 def test_video_device_required(logged_in):

@@ -303,6 +303,45 @@ class Box:
         self.run("touch /usr/local/lib/onekvm/onekvm/__init__.py && cat > /usr/local/bin/onekvm && "
                  "chmod 755 /usr/local/bin/onekvm", input=entry)
 
+    # ---- One-KVM 0.2 on the same box (the flavour switched) -------------------
+    ONEKVM2_FILES = {"sim": "/usr/lib/one-kvm-sim/onekvm2_sim.py", "bin": "/usr/bin/one-kvm",
+                     "unit": "/lib/systemd/system/one-kvm.service", "data": "/etc/one-kvm"}
+
+    def install_onekvm2(self, user: str, password: str, timeout: float = 90) -> None:
+        """Make this box a One-KVM 0.2 box: kvmd off, the simulator as one-kvm.service.
+
+        Installed over ssh (the simulator needs only the box's python3), so the image stays
+        the same: the unit is One-KVM's own (tests/testbed/one-kvm.service), the data
+        directory is seeded with one user as One-KVM's setup wizard would leave it.
+        """
+        files = self.ONEKVM2_FILES
+        with open(os.path.join(HERE, "onekvm2_sim.py"), encoding="utf-8") as f:
+            self.run("install -d %s && cat > %s" % (os.path.dirname(files["sim"]), files["sim"]), input=f.read())
+        self.run("cat > %s && chmod 755 %s" % (files["bin"], files["bin"]),
+                 input="#!/bin/sh\n# One-KVM 0.2 stand-in (onekvm.fleet test bed)\n"
+                       "exec /usr/bin/python3 %s --access-log \"$@\"\n" % files["sim"])
+        with open(os.path.join(HERE, "one-kvm.service"), encoding="utf-8") as f:
+            self.run("cat > %s" % files["unit"], input=f.read())
+        self.run("umask 077 && cat > /run/one-kvm-init && %s --init-user %s --init-password-file /run/one-kvm-init "
+                 "--init-only; rc=$?; rm -f /run/one-kvm-init; exit $rc" % (files["bin"], shlex.quote(user)),
+                 input=password)
+        # a capture watchdog set up for kvmd would restart kvmd's streamer: the role sets it up again
+        self.run("systemctl stop onekvm-watchdog.service", check=False)
+        self.run("systemctl disable --now kvmd.service && systemctl daemon-reload && "
+                 "systemctl enable --now one-kvm.service")
+        up = wait_for(lambda: self.run("python3 -c \"import urllib.request as u; "
+                                       "u.urlopen('http://127.0.0.1:8080/api/health', timeout=5)\"",
+                                       check=False).returncode == 0, timeout)
+        assert up, "one-kvm.service did not answer on port 8080: %s" % self.run(
+            "journalctl -u one-kvm.service -n 20 --no-pager", check=False).stdout
+
+    def uninstall_onekvm2(self) -> None:
+        """Back to a kvmd box: one-kvm.service and its data gone, kvmd running again."""
+        files = self.ONEKVM2_FILES
+        self.run("systemctl disable --now one-kvm.service; rm -rf %s %s %s %s; systemctl daemon-reload; "
+                 "systemctl reset-failed one-kvm.service; systemctl enable --now kvmd.service"
+                 % (files["unit"], files["bin"], os.path.dirname(files["sim"]), files["data"]), check=False)
+
     def serial_by_path(self, port_path: str, timeout: float = 60) -> str:
         """The stable /dev/serial/by-path name of the USB-serial adapter at ``port_path`` (like 1-1.1)."""
         def find():
