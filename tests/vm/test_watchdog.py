@@ -311,7 +311,9 @@ def chip(watchdog):
 
 
 def hid_settings(box):
+    # kvmd's user as PiKVM ships it (admin/admin): the watchdog asks kvmd's GET /hid while kvmd holds the port
     return {"onekvm_watchdog_hid_enabled": True, "onekvm_watchdog_hid_device": box.serial_by_path("1-1.1"),
+            "onekvm_watchdog_hid_kvmd_user": "admin", "onekvm_watchdog_hid_kvmd_password": "admin",
             "onekvm_watchdog_hid_adapter_usb_id": "0403:6001", "onekvm_watchdog_hid_adapter_usb_port": "1-1.1",
             "onekvm_watchdog_hid_ladder": ["ch9329", "hid_adapter"], "onekvm_watchdog_hid_grace": 4,
             "onekvm_watchdog_hid_waits": {"ch9329": 8, "hid_adapter": 10}}
