@@ -35,6 +35,11 @@ ROUNDS = int(os.environ.get("ONEKVM_BENCH_ROUNDS", "3"))
 IDLE_SECONDS = int(os.environ.get("ONEKVM_BENCH_IDLE", "600"))
 
 
+def load() -> str:
+    """The host's load average (other test runs share its 2 cores; the figures depend on it)."""
+    return "load average %.2f %.2f %.2f" % os.getloadavg()
+
+
 def out(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
@@ -134,7 +139,7 @@ def main() -> int:
         wait_for("both domains healthy", state_where(box, lambda s: s["status"] == "ok" and all(
             d["verdict"] == "ok" for d in s["domains"].values())), timeout=180)
         out("watchdog: interval %d s, grace %d s, capture ladder ioctl -> authorize, HID ladder ch9329 -> hid_adapter; "
-            "%d rounds of break-capture and of a silent chip, alternating" % (INTERVAL, GRACE, ROUNDS))
+            "%d rounds of break-capture and of a silent chip, alternating; host %s" % (INTERVAL, GRACE, ROUNDS, load()))
         rounds = []
         hid_rounds = []
         for index in range(ROUNDS):
@@ -142,7 +147,7 @@ def main() -> int:
             out("capture round %d: %s" % (index + 1, ", ".join("%s %.2f s" % kv for kv in rounds[-1].items())))
             time.sleep(INTERVAL)
             hid_rounds.append(hid_round(box, chip))
-            out("HID round %d: %s" % (index + 1, ", ".join("%s %.2f s" % kv for kv in hid_rounds[-1].items())))
+            out("HID round %d: %s (%s)" % (index + 1, ", ".join("%s %.2f s" % kv for kv in hid_rounds[-1].items()), load()))
             time.sleep(INTERVAL)
         for series in (rounds, hid_rounds):
             for key in series[0]:
@@ -159,6 +164,7 @@ def main() -> int:
             "met" if worst_recover <= INTERVAL + 2 else "MISSED", worst_recover))
         out("idle for %d s ..." % IDLE_SECONDS)
         idle = idle_cost(box, IDLE_SECONDS)
+        out("host after the idle period: %s" % load())
         out("idle %.0f s: CPU %.3f %% of a core (target <= 0.5 %%: %s), RSS %.1f MB, peak %.1f MB (target <= 20 MB: %s)" % (
             idle["seconds"], idle["cpu_percent"], "met" if idle["cpu_percent"] <= 0.5 else "MISSED",
             idle["rss_mb"], idle["rss_peak_mb"], "met" if idle["rss_peak_mb"] <= 20 else "MISSED"))
