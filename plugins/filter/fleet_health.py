@@ -111,6 +111,14 @@ _value:
         ch9329:
           description: The CH9329's C(version), C(usb_enumerated) and C(port), null when it did not answer.
           type: dict
+        screen:
+          description: >-
+            The box's screen (C(onekvm.fleet.fleet_screen)): C(state) (V(live), V(no_signal), V(stopped) - the streamer
+            not running, which is no warning - or V(error), a warning), C(thumbnail) (a small JPEG as a
+            C(data:image/jpeg;base64,...) URI, the picture the page shows, or null), C(thumbnail_width),
+            C(thumbnail_height), the frame's C(width), C(height) and C(bytes), C(elapsed), C(message) and C(error).
+            Null when no screen was asked for.
+          type: dict
         collected_at:
           description: When the box was asked.
           type: str
@@ -134,7 +142,7 @@ def box_entry(name, box):
     flavour = box.get("flavour") or "kvmd"
     entry = {"name": str(name), "state": "ok", "problems": [], "warnings": [], "flavour": flavour,
              "service": box.get("service") or "kvmd", "kvmd": box.get("kvmd"),
-             "watchdog": None, "usb": None, "ch9329": None, "collected_at": box.get("collected_at")}
+             "watchdog": None, "usb": None, "ch9329": None, "screen": None, "collected_at": box.get("collected_at")}
     if not box:
         entry.update(state="unreachable", problems=["nothing was collected from this box (it failed before the health checks)"])
         return entry
@@ -148,6 +156,7 @@ def box_entry(name, box):
     _add_watchdog(entry, box)
     _add_usb(entry, box)
     _add_ch9329(entry, box)
+    _add_screen(entry, box)
     if entry["problems"]:
         entry["state"] = "failing"
     elif entry["warnings"]:
@@ -256,6 +265,34 @@ def _add_ch9329(entry, box):
             entry["warnings"].append("the target machine has not enumerated the CH9329 (is it switched on?)")
         return
     entry["warnings"].append("CH9329 did not answer: %s" % _one_line(box.get("ch9329_error") or "no reply"))
+
+
+SCREEN_STATES = ("live", "no_signal", "stopped", "error")
+THUMBNAIL_PREFIX = "data:image/jpeg;base64,"
+MAX_THUMBNAIL = 512 * 1024  # characters of one inline thumbnail (the fleet_screen filter makes some 5-20 kB)
+
+
+def _add_screen(entry, box):
+    """The box's screen (the fleet_screen filter's entry); a screen that could not be taken is a warning."""
+    screen = box.get("screen")
+    if not isinstance(screen, dict):
+        return
+    state = screen.get("state") if screen.get("state") in SCREEN_STATES else "error"
+    thumbnail = screen.get("thumbnail")
+    if not (isinstance(thumbnail, str) and thumbnail.startswith(THUMBNAIL_PREFIX) and len(thumbnail) <= MAX_THUMBNAIL
+            and _BASE64.issuperset(thumbnail[len(THUMBNAIL_PREFIX):])):
+        thumbnail = None
+    entry["screen"] = {
+        "state": state, "thumbnail": thumbnail,
+        "message": _short(screen.get("message")), "error": _short(screen.get("error")),
+        **{key: screen.get(key) if _is_number(screen.get(key)) else None
+           for key in ("width", "height", "bytes", "elapsed", "thumbnail_width", "thumbnail_height")},
+    }
+    if state == "error":
+        entry["warnings"].append("screen not taken: %s" % (entry["screen"]["error"] or "no picture"))
+
+
+_BASE64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 
 
 def summarize(entries):
