@@ -7,7 +7,9 @@
    way kvmd's cmd driver does (the relay simulator sees the pulse);
 4. break the capture dongle and watch the watchdog's ladder bring it back;
 5. reset the dongle ad hoc with the usb_reset module;
-6. write the fleet health report (JSON + HTML);
+6. write the fleet health report (JSON + HTML): the box's screen from its ustreamer on the
+   screen wall, and the watchdog's recovery history of step 4 (tests/output/demo/fleet-health.html,
+   with Chromium's picture of it in fleet-health.png);
 and print a summary. Exits non-zero when a step fails.
 
 Expects the environment from `source "$(scripts/setup.sh)"` (the Makefile does that).
@@ -19,8 +21,10 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,15 +194,48 @@ def adhoc_reset(box: Box, results: dict) -> None:
 
 
 def health_report(box: Box, results: dict) -> None:
-    step("The fleet health report: ansible-playbook onekvm.fleet.health")
+    step("The fleet health report: ansible-playbook onekvm.fleet.health (the box's screen and recovery history)")
     os.makedirs(OUTPUT, exist_ok=True)
     run_playbook(box, "onekvm.fleet.health", "-e", "fleet_health_dir=" + OUTPUT)
     with open(os.path.join(OUTPUT, "fleet-health.json"), encoding="utf-8") as f:
         report = json.load(f)
     say(json.dumps(report.get("summary", report), indent=2, sort_keys=True)[:1500])
+    entry = report["boxes"][0]
+    screen = entry.get("screen") or {}
+    if screen.get("state") != "live" or not screen.get("thumbnail"):
+        raise DemoFailed("the report has no live screen of the box: %s" % {k: v for k, v in screen.items()
+                                                                          if k != "thumbnail"})
+    say("screen: %s, %sx%s from ustreamer's /snapshot, shown as a %sx%s thumbnail" % (
+        screen["state"], screen["width"], screen["height"], screen["thumbnail_width"], screen["thumbnail_height"]))
+    history = (entry.get("watchdog") or {}).get("history") or []
+    healed = [e for e in history if e["kind"] == "healed"]
+    if not healed:
+        raise DemoFailed("the report's recovery history has no recovery: %s" % history)
+    say("recovery history: %d events, %s" % (len(history), ", ".join(
+        "%s %s" % (e["at"][11:19], "%s %s" % (e["step"], e["result"] or "") if e["step"] else e["event"]) for e in history)))
     html = os.path.join(OUTPUT, "fleet-health.html")
     say("report: %s" % html)
-    results["health report"] = "%s (and fleet-health.json)" % os.path.relpath(html, ROOT)
+    results["health report"] = "%s (and fleet-health.json): the box's screen (%sx%s) and %d history events, " \
+        "healed in %s s" % (os.path.relpath(html, ROOT), screen["width"], screen["height"], len(history),
+                            healed[-1]["failing_for"])
+    shot = screenshot(html)
+    if shot:
+        say("Chromium's picture of it: %s" % shot)
+        results["health report"] += "; picture: %s" % os.path.relpath(shot, ROOT)
+
+
+def screenshot(html: str) -> str | None:
+    """Headless Chromium's picture of the report (a few seconds); None when there is no Chromium."""
+    binary = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if not binary:
+        return None
+    png = os.path.join(OUTPUT, "fleet-health.png")
+    with tempfile.TemporaryDirectory() as profile:
+        done = subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                               "--user-data-dir=" + profile, "--screenshot=" + png, "--window-size=1600,900",
+                               "--hide-scrollbars", "file://" + html], capture_output=True, timeout=120, check=False)
+    return png if done.returncode == 0 and os.path.exists(png) else None
 
 
 def main() -> int:

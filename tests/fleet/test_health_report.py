@@ -12,31 +12,15 @@ from __future__ import annotations
 import html.parser
 import json
 import os
-import shutil
-import struct
 import time
 
 import pytest
 
 from ansible_collections.onekvm.fleet.tests.fleet import containers
 from ansible_collections.onekvm.fleet.tests.fleet.conftest import ROOT, run
+from ansible_collections.onekvm.fleet.tests.support.chromium import chromium_argv, screenshot
 
 SCREENSHOT_DIR = os.path.join(ROOT, "tests", "output", "fleet")
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    pytest.fail("no Chromium: install the Debian package chromium (scripts/setup.sh does)")
-    return ""
-
-
-def chromium_argv(profile_dir, *args) -> list:
-    # the network is closed: everything that would phone home is switched off
-    return [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--user-data-dir=%s" % profile_dir, *args]
 
 
 def watchdog_state(box) -> dict:
@@ -65,13 +49,6 @@ class Rows(html.parser.HTMLParser):
         attrs = dict(attrs)
         if tag == "tr" and "data-box" in attrs:
             self.rows.append((attrs["data-box"], attrs["data-state"]))
-
-
-def png_size(path) -> tuple:
-    with open(path, "rb") as f:
-        head = f.read(24)
-    assert head[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    return struct.unpack(">II", head[16:24])
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +107,5 @@ def test_html_renders_in_chromium_with_the_table_and_a_screenshot(fleet, report,
     shot = os.path.join(SCREENSHOT_DIR, "fleet-health.png")
     if os.path.exists(shot):
         os.unlink(shot)
-    done = run(chromium_argv(tmp_path / "profile-shot", "--screenshot=%s" % shot, "--window-size=1400,700",
-                             "--hide-scrollbars", page.as_uri()), timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert png_size(shot) == (1400, 700)
+    screenshot(page, shot, tmp_path / "profile-shot", (1400, 700))
     assert os.path.getsize(shot) > 10000  # a rendered table, not a blank page
