@@ -72,7 +72,7 @@ _value:
         the state stays what the box said, with no thumbnail and RV(_value.error) saying why.
       type: str
     width:
-      description: Width of the box's frame as the streamer reported it, or V(null).
+      description: Width of the box's frame as the streamer reported it (else the JPEG's own), or V(null).
       type: int
     height:
       description: Height of the box's frame, or V(null).
@@ -128,6 +128,9 @@ def fleet_screen(snapshot, width=THUMBNAIL_WIDTH, quality=70):
         return entry
     try:
         entry.update(_thumbnail(snapshot.get("jpeg"), width, quality))
+        frame = entry.pop("frame")
+        if entry["width"] is None or entry["height"] is None:  # One-KVM 0.2 sends no size: the JPEG's own
+            entry["width"], entry["height"] = frame
     except NoPicture as exc:  # a controller without Pillow: the box's screen is fine, only not shown
         entry.update(state=entry["state"] if str(exc) == PILLOW_MISSING else "error", error=str(exc))
     return entry
@@ -162,7 +165,7 @@ def _thumbnail(jpeg_b64, width, quality):
     except Exception as exc:  # pylint: disable=broad-except  # whatever Pillow makes of a hostile file
         raise NoPicture("the box's picture is not a readable JPEG (%s)" % _text(exc)) from None
     return {"thumbnail": "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii"),
-            "thumbnail_width": small.size[0], "thumbnail_height": small.size[1]}
+            "thumbnail_width": small.size[0], "thumbnail_height": small.size[1], "frame": (w, h)}
 
 
 def _bounded(value, low, high, default):

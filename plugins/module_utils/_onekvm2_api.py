@@ -1,7 +1,7 @@
 # Copyright (c) onekvm.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""A client of One-KVM 0.2's REST API (login, config sections, stream status).
+"""A client of One-KVM 0.2's REST API (login, config sections, stream status, snapshot).
 
 PRIVATE to the onekvm.fleet collection. Box-side core: standard library only, no Ansible.
 
@@ -14,11 +14,13 @@ cookie, which every other call sends back. Errors are ``{"success": false, "mess
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
 from ._errors import DeviceError, InvalidArgument, NotFound, OnekvmError, PermissionDenied, Timeout
+from ._limits import check
 
 SESSION_COOKIE = "one_kvm_session"
 MAX_BODY = 1 << 20  # answers are small JSON documents; never read more
@@ -55,7 +57,8 @@ class Client:
                 pass
         self.session = None
 
-    def request(self, method: str, path: str, body=None):
+    def exchange(self, method: str, path: str, body=None, limit: int = MAX_BODY):
+        """``(status, raw body, headers)`` of one request; at most ``limit`` bytes are read."""
         data = None if body is None else json.dumps(body).encode("utf-8")
         req = urllib.request.Request(self.base + path, data=data, method=method)
         if data is not None:
@@ -64,9 +67,9 @@ class Client:
             req.add_header("Cookie", f"{SESSION_COOKIE}={self.session}")
         try:
             with self._opener.open(req, timeout=self.timeout) as resp:
-                status, raw, headers = resp.status, resp.read(MAX_BODY + 1), resp.headers
+                status, raw, headers = resp.status, resp.read(limit + 1), resp.headers
         except urllib.error.HTTPError as exc:
-            status, raw, headers = exc.code, exc.read(MAX_BODY + 1), exc.headers
+            status, raw, headers = exc.code, exc.read(limit + 1), exc.headers
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             if "timed out" in str(reason):
@@ -74,17 +77,25 @@ class Client:
                               f"Check that {('one-kvm.service')} is running.", url=self.base) from None
             raise NotFound(f"Cannot reach One-KVM at {self.base} ({reason}). Check that one-kvm.service is running "
                            f"and the url (its web.http_port).", url=self.base) from None
-        if len(raw) > MAX_BODY:
-            raise DeviceError(f"One-KVM's answer to {method} {path} is larger than {MAX_BODY} bytes; refusing it.")
+        if len(raw) > limit:
+            raise DeviceError(f"One-KVM's answer to {method} {path} is larger than {limit} bytes; refusing it.")
+        return status, raw, headers
+
+    def request(self, method: str, path: str, body=None):
+        status, raw, headers = self.exchange(method, path, body)
         payload = _decode(raw, headers)
         if status >= 400:
-            message = payload.get("message") if isinstance(payload, dict) else payload
-            message = str(message)[:500]
-            cls = PermissionDenied if status == 401 else Refused
-            hint = (" Check the username and password (vault)." if status == 401 else "")
-            raise cls(f"One-KVM refused {method} {path} ({status}): {message}.{hint}", status=status,
-                      message=message, path=path)
+            self.refuse(method, path, status, payload)
         return payload, headers
+
+    @staticmethod
+    def refuse(method: str, path: str, status: int, payload):
+        message = payload.get("message") if isinstance(payload, dict) else payload
+        message = str(message)[:500]
+        cls = PermissionDenied if status == 401 else Refused
+        hint = (" Check the username and password (vault)." if status == 401 else "")
+        raise cls(f"One-KVM refused {method} {path} ({status}): {message}.{hint}", status=status,
+                  message=message, path=path)
 
     def login(self, username: str, password: str) -> None:
         payload, headers = self.request("POST", "/api/auth/login", {"username": username, "password": password})
@@ -107,6 +118,34 @@ class Client:
     def patch(self, path: str, body: dict):
         payload, _headers = self.request("PATCH", path, body)
         return payload
+
+
+def snapshot(url: str, credentials: str, timeout: float, max_bytes: int) -> dict:
+    """One-KVM's current frame (``GET /api/snapshot``), in the shape of ``_ustreamer.snapshot``.
+
+    ``src/web/handlers/stream.rs`` ``snapshot``: 200 ``image/jpeg`` with the MJPEG handler's
+    current frame, or 503 ``No frame available`` (no MJPEG frame: the stream is stopped or not
+    MJPEG), which is the state ``stopped``, not an error. No size headers: width and height are
+    left to the reader of the JPEG. Login, picture and logout each get ``timeout``.
+    """
+    from ._kvmd_api import read_credentials
+    from ._ustreamer import picture
+    check("snapshot_timeout", timeout, "timeout")
+    check("snapshot_bytes", max_bytes, "max_bytes")
+    user, passwd = read_credentials(credentials, "One-KVM credentials",
+                                    "set onekvm_onekvm2_username/_password and run the onekvm.fleet.onekvm role")
+    start = time.monotonic()
+    with Client(url, timeout) as api:
+        api.login(user, passwd)
+        status, raw, headers = api.exchange("GET", "/api/snapshot", limit=max_bytes)
+    if status == 503:
+        return {"url": api.base, "state": "stopped", "online": None, "width": None, "height": None, "bytes": 0,
+                "jpeg": "", "elapsed": round(time.monotonic() - start, 3),
+                "msg": "One-KVM has no frame to give (%s): its MJPEG stream is not running"
+                       % (raw[:80].decode("utf-8", "replace").strip() or "503")}
+    if status >= 400:
+        Client.refuse("GET", "/api/snapshot", status, _decode(raw, headers))
+    return dict(picture(api.base, "/api/snapshot", status, raw, max_bytes, start), url=api.base)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

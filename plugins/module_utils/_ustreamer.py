@@ -132,20 +132,23 @@ def snapshot(socket_path: str = DEFAULT_SOCKET, timeout: float = SNAPSHOT_TIMEOU
             return result
         raise error from None
     status, headers, body = split_response_headers(socket_path, raw)
-    if status != 200:
-        raise DeviceError("ustreamer on %s answered GET /snapshot with HTTP %d" % (socket_path, status),
-                          socket=socket_path, http_status=status)
-    if len(body) > max_bytes:
-        raise DeviceError("ustreamer's snapshot on %s is larger than %d bytes (max_bytes)" % (socket_path, max_bytes),
-                          socket=socket_path)
-    if not body.startswith(b"\xff\xd8"):
-        raise DeviceError("ustreamer on %s sent a snapshot that is not a JPEG: %r" % (socket_path, body[:16]),
-                          socket=socket_path)
     online = {"true": True, "false": False}.get(headers.get("x-ustreamer-online", "").lower())
-    result.update(state="no_signal" if online is False else "live", online=online, bytes=len(body),
-                  width=_dimension(headers.get("x-ustreamer-width")), height=_dimension(headers.get("x-ustreamer-height")),
-                  jpeg=base64.b64encode(body).decode("ascii"), elapsed=round(time.monotonic() - start, 3))
+    result.update(picture("ustreamer on " + socket_path, "/snapshot", status, body, max_bytes, start))
+    result.update(state="no_signal" if online is False else "live", online=online,
+                  width=_dimension(headers.get("x-ustreamer-width")), height=_dimension(headers.get("x-ustreamer-height")))
     return result
+
+
+def picture(where: str, path: str, status: int, body: bytes, max_bytes: int, start: float) -> dict:
+    """A snapshot answer checked: HTTP 200, at most ``max_bytes``, a JPEG; the result's picture fields."""
+    if status != 200:
+        raise DeviceError("%s answered GET %s with HTTP %d" % (where, path, status), http_status=status)
+    if len(body) > max_bytes:
+        raise DeviceError("the snapshot from %s is larger than %d bytes (max_bytes)" % (where, max_bytes))
+    if not body.startswith(b"\xff\xd8"):
+        raise DeviceError("%s sent a snapshot that is not a JPEG: %r" % (where, body[:16]))
+    return {"state": "live", "online": None, "width": None, "height": None, "bytes": len(body),
+            "jpeg": base64.b64encode(body).decode("ascii"), "elapsed": round(time.monotonic() - start, 3)}
 
 
 def _dimension(text):

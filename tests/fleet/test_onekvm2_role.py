@@ -7,7 +7,11 @@ second run is changed=0, a refused value stops the run with One-KVM's rule."""
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import re
+import sys
 import threading
 
 import pytest
@@ -26,6 +30,7 @@ def one_kvm(tmp_path):
     server, state = sim.make_server(str(data), 0)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    state.data_dir_path = data
     for name in ("kvmd-hid", "kvmd-video", "onekvm-relay"):
         (tmp_path / name).write_text("")
     yield state
@@ -90,3 +95,39 @@ def test_missing_credentials_are_named(coll_path, tmp_path, one_kvm):
     assert recap(done)[1] == 1
     assert "set onekvm_onekvm2_username and onekvm_onekvm2_password" in done.stdout
     assert one_kvm.requests == []
+
+
+def test_the_health_report_shows_a_one_kvm_02_screen(coll_path, tmp_path, one_kvm):
+    """health.yml on a One-KVM 0.2 box: its screen from GET /api/snapshot (src/web/handlers/stream.rs),
+    with the login the role keeps for the watchdog, scaled into the report; no frame is "stopped"."""
+    image = pytest.importorskip("PIL.Image")
+    frame = io.BytesIO()
+    image.new("RGB", (800, 600), (0, 0, 200)).save(frame, "JPEG")
+    (one_kvm.data_dir_path / sim.FRAME_FILE).write_bytes(frame.getvalue())
+    creds = tmp_path / "watchdog-onekvm2.json"
+    creds.write_text(json.dumps({"user": "fleet", "passwd": "pw-from-vault"}))
+    os.chmod(creds, 0o600)
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"onekvm2-box": {
+        "ansible_connection": "local", "ansible_become": False, "ansible_python_interpreter": sys.executable,
+        "onekvm_flavour": "onekvm2", "onekvm_onekvm2_url": one_kvm.url, "onekvm_onekvm2_username": "fleet",
+        "onekvm_watchdog_onekvm2_credentials_file": str(creds), "onekvm_watchdog_enabled": False}}}}))
+
+    def report():
+        done = run(["ansible-playbook", "-i", str(inventory), "onekvm.fleet.health", "-e", "fleet_hosts=all",
+                    "-e", "fleet_health_dir=%s" % tmp_path], env=ansible_env(coll_path), cwd=str(tmp_path))
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        assert "pw-from-vault" not in done.stdout
+        return json.loads((tmp_path / "fleet-health.json").read_text())["boxes"][0]
+
+    box = report()
+    screen = box["screen"]
+    assert (screen["state"], screen["width"], screen["height"]) == ("live", 800, 600), screen  # size from the JPEG
+    assert (screen["thumbnail_width"], screen["thumbnail_height"]) == (240, 180)
+    page = (tmp_path / "fleet-health.html").read_text()
+    tile = page[page.index('data-box="onekvm2-box" data-screen="live"'):]
+    assert tile[:200].count('<img src="data:image/jpeg;base64,') == 1
+    assert ("GET", "/api/snapshot") in one_kvm.requests and one_kvm.sessions == {}
+    (one_kvm.data_dir_path / sim.FRAME_FILE).unlink()  # One-KVM has no frame: 503 No frame available
+    box = report()
+    assert box["screen"]["state"] == "stopped" and not [w for w in box["warnings"] if w.startswith("screen")]

@@ -145,3 +145,9 @@ def test_the_report_drops_a_thumbnail_that_is_not_an_inline_jpeg():
                       "data:image/jpeg;base64," + "A" * (600 * 1024), 42):
         box = fleet_health(["a"], [collected("a", screen={"state": "live", "thumbnail": thumbnail})])["boxes"][0]
         assert box["screen"]["thumbnail"] is None, thumbnail
+
+
+def test_a_frame_without_a_reported_size_takes_the_jpegs_own():
+    # One-KVM 0.2's /api/snapshot sends no size headers (src/web/handlers/stream.rs)
+    entry = fleet_screen(snapshot(width=None, height=None))
+    assert (entry["width"], entry["height"]) == (640, 480) and "frame" not in entry
