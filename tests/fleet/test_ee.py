@@ -94,3 +94,9 @@ def test_introspection_finds_the_collections_needs(built, tmp_path):
     assert wanted, "bindep.txt names the controller's system packages"
     for line in wanted:  # each of our bindep.txt lines, attributed to this collection
         assert "%s  # from collection onekvm.fleet" % line in out, line
+    # and our Python needs (requirements.txt: Pillow for the health report's screens)
+    with open(os.path.join(ROOT, "requirements.txt"), encoding="utf-8") as f:
+        python_needs = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    assert any(line.startswith("pillow") for line in python_needs)
+    for line in python_needs:
+        assert "%s  # from collection onekvm.fleet" % line in out, line
