@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import threading
 import time
-
-import pytest
 
 from ansible_collections.onekvm.fleet.plugins.modules import ustreamer_snapshot
 from ansible_collections.onekvm.fleet.tests.support.unixhttp import UnixHttpServer
 from ansible_collections.onekvm.fleet.tests.testbed import onekvm2_sim as sim
+from ansible_collections.onekvm.fleet.tests.unit.plugins.module_utils.test_watchdog_onekvm2 import one_kvm  # noqa: F401  (fixture)
 from ansible_collections.onekvm.fleet.tests.unit.plugins.modules.module_runner import run_module
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 2000 + b"\xff\xd9"
@@ -73,31 +70,13 @@ def test_bounds_and_hostile_answers(tmp_path):
 
 # ---- One-KVM 0.2: GET /api/snapshot behind its login, against the One-KVM 0.2 simulator
 
-@pytest.fixture
-def one_kvm(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    seed = sim.Box(str(data))
-    seed.add_user("watchdog", "pw")
-    seed.save()
-    server, state = sim.make_server(str(data), 0)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    creds = tmp_path / "onekvm2.json"
-    creds.write_text(json.dumps({"user": "watchdog", "passwd": "pw"}))
-    os.chmod(creds, 0o600)
-    state.data, state.creds = data, creds
-    state.args = {"api": "onekvm2", "url": "http://127.0.0.1:%d" % server.server_address[1],
-                  "credentials_file": str(creds), "timeout": 2.0}
-    yield state
-    server.shutdown()
-    server.server_close()
+def onekvm2_snap(one_kvm, **args):  # noqa: F811
+    settings = one_kvm.settings  # the watchdog tests' One-KVM 0.2 simulator with the watchdog's login file
+    base = {"api": "onekvm2", "url": settings["url"], "credentials_file": settings["credentials"], "timeout": 2.0}
+    return run_module(ustreamer_snapshot.main, dict(base, **args), check_mode=True)
 
 
-def onekvm2_snap(one_kvm, **args):
-    return run_module(ustreamer_snapshot.main, dict(one_kvm.args, **args), check_mode=True)
-
-
-def test_one_kvm_02_gives_its_current_frame_and_logs_out(one_kvm):
+def test_one_kvm_02_gives_its_current_frame_and_logs_out(one_kvm):  # noqa: F811  (the fixture)
     frame = b"\xff\xd8\xff\xe0" + b"\x00" * 500 + b"\xff\xd9"
     (one_kvm.data / sim.FRAME_FILE).write_bytes(frame)
     result = onekvm2_snap(one_kvm)
@@ -107,17 +86,18 @@ def test_one_kvm_02_gives_its_current_frame_and_logs_out(one_kvm):
     assert ("GET", "/api/snapshot") in one_kvm.requests and one_kvm.sessions == {}
 
 
-def test_one_kvm_02_without_a_frame_is_stopped_not_broken(one_kvm):
+def test_one_kvm_02_without_a_frame_is_stopped_not_broken(one_kvm):  # noqa: F811
     result = onekvm2_snap(one_kvm)
     assert not result.get("failed") and result["state"] == "stopped" and result["jpeg"] == ""
     assert "No frame available" in result["msg"]
 
 
-def test_one_kvm_02_bounds_and_refusals(one_kvm, tmp_path):
+def test_one_kvm_02_bounds_and_refusals(one_kvm, tmp_path):  # noqa: F811
     (one_kvm.data / sim.FRAME_FILE).write_bytes(b"\xff\xd8" + b"\x00" * 5000 + b"\xff\xd9")
     big = onekvm2_snap(one_kvm, max_bytes=2048)
     assert big["failed"] and "larger than 2048 bytes" in big["msg"]
-    one_kvm.creds.write_text(json.dumps({"user": "watchdog", "passwd": "wrong"}))
+    with open(one_kvm.settings["credentials"], "w", encoding="utf-8") as f:
+        json.dump({"user": "watchdog", "passwd": "wrong"}, f)
     refused = onekvm2_snap(one_kvm)
     assert refused["failed"] and "(401)" in refused["msg"] and "wrong" not in refused["msg"]
     missing = onekvm2_snap(one_kvm, credentials_file=str(tmp_path / "nothing.json"))
