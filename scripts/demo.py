@@ -203,8 +203,8 @@ def health_report(box: Box, results: dict) -> None:
     entry = report["boxes"][0]
     screen = entry.get("screen") or {}
     if screen.get("state") != "live" or not screen.get("thumbnail"):
-        raise DemoFailed("the report has no live screen of the box: %s" % {k: v for k, v in screen.items()
-                                                                          if k != "thumbnail"})
+        shown_screen = {k: v for k, v in screen.items() if k != "thumbnail"}
+        raise DemoFailed("the report has no live screen of the box: %s" % shown_screen)
     say("screen: %s, %sx%s from ustreamer's /snapshot, shown as a %sx%s thumbnail" % (
         screen["state"], screen["width"], screen["height"], screen["thumbnail_width"], screen["thumbnail_height"]))
     history = (entry.get("watchdog") or {}).get("history") or []

@@ -19,7 +19,7 @@ description:
   - On One-KVM 0.2 (no kvmd, no ustreamer) O(api=onekvm2) asks One-KVM's own C(GET /api/snapshot) instead, logged in
     with the watchdog's login file that the C(onekvm.fleet.onekvm) role keeps (O(credentials_file)). One-KVM answers
     with its MJPEG stream's current frame, or 503 when it has none (its stream stopped, or not MJPEG) - RV(state) is
-    then V(stopped). One-KVM sends no frame size: RV(width) and RV(height) are V(null) there.
+    then V(stopped). One-KVM sends no frame size, so RV(width) and RV(height) are V(null) there.
   - The C(onekvm.fleet.health) playbook uses it for the screen wall of C(fleet-health.html).
 author:
   - onekvm.fleet maintainers (@onekvm)

@@ -87,8 +87,8 @@ def test_template_renders_every_kind_of_box(tmp_path, coll_path):
 def test_the_screen_wall_shows_each_box_beside_the_table(tmp_path, coll_path):
     html = render(every_kind_of_box(), tmp_path, coll_path)
     wall = html[html.index('id="screens"'):html.index('id="boxes"')]
-    tiles = [html.index('data-box="%s" data-screen' % name) for name in ("gone", "never-collected",
-                                                                          "needs-human&lt;script&gt;", "healed")]
+    names = ("gone", "never-collected", "needs-human&lt;script&gt;", "healed")
+    tiles = [html.index('data-box="%s" data-screen' % name) for name in names]
     assert tiles == sorted(tiles), "the wall follows the table's order"
     healed = wall[wall.index('data-box="healed"'):]
     assert healed.startswith('data-box="healed" data-screen="live"')
