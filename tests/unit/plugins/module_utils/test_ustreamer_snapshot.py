@@ -13,7 +13,9 @@ import time
 from ansible_collections.onekvm.fleet.plugins.modules import ustreamer_snapshot
 from ansible_collections.onekvm.fleet.tests.support.unixhttp import UnixHttpServer
 from ansible_collections.onekvm.fleet.tests.testbed import onekvm2_sim as sim
-from ansible_collections.onekvm.fleet.tests.unit.plugins.module_utils.test_watchdog_onekvm2 import one_kvm  # noqa: F401  (fixture)
+from ansible_collections.onekvm.fleet.tests.unit.plugins.module_utils.test_watchdog_onekvm2 import (  # noqa: F401
+    one_kvm,  # pylint: disable=unused-import  (the One-KVM 0.2 simulator fixture)
+)
 from ansible_collections.onekvm.fleet.tests.unit.plugins.modules.module_runner import run_module
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 2000 + b"\xff\xd9"
