@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import subprocess
 import sys
 
@@ -121,7 +122,8 @@ def test_the_filter_imports_without_pillow():
     code = ("import sys; sys.modules['PIL'] = None;"
             "from ansible_collections.onekvm.fleet.plugins.filter import fleet_screen as f;"
             "print(f.fleet_screen({'state': 'live', 'jpeg': 'AAAA'})['error'])")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))  # this run's collection tree
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
     assert done.returncode == 0, done.stderr
     assert "Pillow is missing" in done.stdout
 
