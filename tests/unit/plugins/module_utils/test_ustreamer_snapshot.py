@@ -13,9 +13,7 @@ import time
 from ansible_collections.onekvm.fleet.plugins.modules import ustreamer_snapshot
 from ansible_collections.onekvm.fleet.tests.support.unixhttp import UnixHttpServer
 from ansible_collections.onekvm.fleet.tests.testbed import onekvm2_sim as sim
-from ansible_collections.onekvm.fleet.tests.unit.plugins.module_utils.test_watchdog_onekvm2 import (  # noqa: F401
-    one_kvm,  # pylint: disable=unused-import  (the One-KVM 0.2 simulator fixture)
-)
+from ansible_collections.onekvm.fleet.tests.unit.plugins.module_utils import test_watchdog_onekvm2
 from ansible_collections.onekvm.fleet.tests.unit.plugins.modules.module_runner import run_module
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 2000 + b"\xff\xd9"
@@ -72,13 +70,15 @@ def test_bounds_and_hostile_answers(tmp_path):
 
 # ---- One-KVM 0.2: GET /api/snapshot behind its login, against the One-KVM 0.2 simulator
 
-def onekvm2_snap(one_kvm, **args):  # noqa: F811
+one_kvm = test_watchdog_onekvm2.one_kvm  # the watchdog tests' fixture: the simulator and the watchdog's login file
+
+def onekvm2_snap(one_kvm, **args):
     settings = one_kvm.settings  # the watchdog tests' One-KVM 0.2 simulator with the watchdog's login file
     base = {"api": "onekvm2", "url": settings["url"], "credentials_file": settings["credentials"], "timeout": 2.0}
     return run_module(ustreamer_snapshot.main, dict(base, **args), check_mode=True)
 
 
-def test_one_kvm_02_gives_its_current_frame_and_logs_out(one_kvm):  # noqa: F811  (the fixture)
+def test_one_kvm_02_gives_its_current_frame_and_logs_out(one_kvm):
     frame = b"\xff\xd8\xff\xe0" + b"\x00" * 500 + b"\xff\xd9"
     (one_kvm.data / sim.FRAME_FILE).write_bytes(frame)
     result = onekvm2_snap(one_kvm)
@@ -88,13 +88,13 @@ def test_one_kvm_02_gives_its_current_frame_and_logs_out(one_kvm):  # noqa: F811
     assert ("GET", "/api/snapshot") in one_kvm.requests and one_kvm.sessions == {}
 
 
-def test_one_kvm_02_without_a_frame_is_stopped_not_broken(one_kvm):  # noqa: F811
+def test_one_kvm_02_without_a_frame_is_stopped_not_broken(one_kvm):
     result = onekvm2_snap(one_kvm)
     assert not result.get("failed") and result["state"] == "stopped" and result["jpeg"] == ""
     assert "No frame available" in result["msg"]
 
 
-def test_one_kvm_02_bounds_and_refusals(one_kvm, tmp_path):  # noqa: F811
+def test_one_kvm_02_bounds_and_refusals(one_kvm, tmp_path):
     (one_kvm.data / sim.FRAME_FILE).write_bytes(b"\xff\xd8" + b"\x00" * 5000 + b"\xff\xd9")
     big = onekvm2_snap(one_kvm, max_bytes=2048)
     assert big["failed"] and "larger than 2048 bytes" in big["msg"]
