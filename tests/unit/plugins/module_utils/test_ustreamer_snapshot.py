@@ -72,6 +72,7 @@ def test_bounds_and_hostile_answers(tmp_path):
 
 one_kvm = test_watchdog_onekvm2.one_kvm  # the watchdog tests' fixture: the simulator and the watchdog's login file
 
+
 def onekvm2_snap(one_kvm, **args):
     settings = one_kvm.settings  # the watchdog tests' One-KVM 0.2 simulator with the watchdog's login file
     base = {"api": "onekvm2", "url": settings["url"], "credentials_file": settings["credentials"], "timeout": 2.0}
