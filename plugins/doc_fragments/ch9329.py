@@ -9,12 +9,15 @@ class ModuleDocFragment:
     # How the CH9329 modules reach the chip (port, kvmd pause, lock)
     DOCUMENTATION = r"""
 options:
-  port:
+  serial_port:
     description:
-      - Serial port of the USB-serial adapter the CH9329 hangs on.
+      - Serial port of the USB-serial adapter the CH9329 hangs on (its device node, or a udev name for it).
+      - V(port) is an alias, this option's older name. The USB modules name a USB topology path
+        O(onekvm.fleet.usb_reset#module:port_path) instead, so each name says which kind of port it is.
       - Default is kvmd's C(kvmd.hid.device) when kvmd's config (C(main.yaml), C(override.d/*), C(override.yaml)) sets
         C(kvmd.hid.type=ch9329), else C(/dev/kvmd-hid) if it exists, else C(/dev/ttyUSB0).
     type: path
+    aliases: [port]
   timeout:
     description:
       - Seconds to wait for each reply of the chip (between V(0.05) and V(60)).
@@ -23,7 +26,7 @@ options:
   pause_kvmd:
     description:
       - kvmd keeps the port open and polls the chip about every 0.1 s, which would steal the replies.
-      - When V(true) and C(kvmd.service) or C(kvmd-hid.service) is active and one of its processes really has O(port)
+      - When V(true) and C(kvmd.service) or C(kvmd-hid.service) is active and one of its processes really has O(serial_port)
         open (seen in C(/proc/*/fd)), that unit is stopped for the exchange and always started again afterwards, also
         on failure; C(kvmd_paused) in the result names it. When no kvmd process holds the port, kvmd is not touched.
       - On One-KVM 0.2 (no kvmd) its own C(one-kvm.service) holds the port, exclusively; it is paused the same way.
@@ -66,7 +69,7 @@ options:
     description:
       - Baud rate of the chip's serial link.
       - V(auto) probes 9600, 115200, 57600, 38400 and 19200 with GET_INFO and uses the first that answers.
-      - Default is kvmd's C(kvmd.hid.speed) when kvmd drives a CH9329 on O(port), else the factory V(9600).
+      - Default is kvmd's C(kvmd.hid.speed) when kvmd drives a CH9329 on O(serial_port), else the factory V(9600).
     type: str
     choices: ['auto', '9600', '19200', '38400', '57600', '115200']
 """

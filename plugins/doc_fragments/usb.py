@@ -26,11 +26,14 @@ options:
     description:
       - Only devices with this serial number string.
     type: str
-  port:
+  port_path:
     description:
       - Only the device at this USB port path (the sysfs name, for example V(1-1.2)). Port paths stay the same
         across replugs, so they tell identical devices without serial numbers apart.
+      - V(port) is an alias, this option's older name. The CH9329 and relay modules name their serial device node
+        O(onekvm.fleet.ch9329_reset#module:serial_port) instead, so each name says which kind of port it is.
     type: str
+    aliases: [port]
   bus:
     description:
       - Only the device on this bus number, together with O(address).

@@ -27,14 +27,16 @@ def run_core(module, call, *args, fail_extra=None, **kwargs):
         raise  # not reached: fail_json exits
 
 
-# The USB selector options of usb_info and usb_reset (documented by the onekvm.fleet.usb doc fragment)
-USB_SELECTORS = ("id", "vendor", "product", "serial", "port", "bus", "address")
+# The USB selector options of usb_info and usb_reset (documented by the onekvm.fleet.usb doc fragment), each
+# with the name of the core's selector: the option port_path (alias port) is the core's port
+USB_SELECTORS = {"id": "id", "vendor": "vendor", "product": "product", "serial": "serial", "port_path": "port",
+                 "bus": "bus", "address": "address"}
 
 
 def usb_selector_spec(**more) -> dict:
     """AnsibleModule keyword arguments for the USB selectors, plus the module's own options ``more``."""
     options = dict(id=dict(type="str"), vendor=dict(type="str"), product=dict(type="str"), serial=dict(type="str"),
-                   port=dict(type="str"), bus=dict(type="int"), address=dict(type="int"))
+                   port_path=dict(type="str", aliases=["port"]), bus=dict(type="int"), address=dict(type="int"))
     options.update(more)
     return dict(argument_spec=options,
                 required_together=[("vendor", "product"), ("bus", "address")],
@@ -43,4 +45,4 @@ def usb_selector_spec(**more) -> dict:
 
 def usb_selection(params: dict) -> dict:
     """The selector options as keyword arguments of ``_usb.find_devices``."""
-    return {key: params[key] for key in USB_SELECTORS}
+    return {selector: params[option] for option, selector in USB_SELECTORS.items()}

@@ -147,7 +147,7 @@ def link_argument_spec(baudrate_name: str = "baudrate", address_name: str = "add
     """The modules' options for reaching the chip (a plain dict: no Ansible import here).
     ``address`` is raw: a number 0-254 or ``auto`` (checked by ``validate_address``)."""
     return {
-        "port": {"type": "path"},
+        "serial_port": {"type": "path", "aliases": ["port"]},
         baudrate_name: {"type": "str", "choices": ["auto"] + [str(b) for b in BAUD_RATES]},
         address_name: {"type": "raw", "default": 0},
         "timeout": {"type": "float", "default": DEFAULT_TIMEOUT},
@@ -157,7 +157,7 @@ def link_argument_spec(baudrate_name: str = "baudrate", address_name: str = "add
 
 
 def link_options_from(params: dict, baudrate_name: str = "baudrate", address_name: str = "address") -> LinkOptions:
-    return LinkOptions(port=params["port"], baudrate=params[baudrate_name], address=params[address_name],
+    return LinkOptions(port=params["serial_port"], baudrate=params[baudrate_name], address=params[address_name],
                        timeout=params["timeout"], pause_kvmd=params["pause_kvmd"], lock_timeout=params["lock_timeout"])
 
 

@@ -34,7 +34,7 @@ options:
     description:
       - Baud rate the chip runs at now.
       - V(auto) probes 9600, 115200, 57600, 38400 and 19200 with GET_INFO and uses the first that answers.
-      - Default is kvmd's C(kvmd.hid.speed) when kvmd drives a CH9329 on O(port), else the factory V(9600).
+      - Default is kvmd's C(kvmd.hid.speed) when kvmd drives a CH9329 on O(serial_port), else the factory V(9600).
     type: str
     choices: ['auto', '9600', '19200', '38400', '57600', '115200']
   connect_address:

@@ -35,7 +35,7 @@ options:
     default: true
   pause_kvmd:
     description:
-      - Stop kvmd for the reading when one of its processes holds O(port), and start it again afterwards. Stopping kvmd
+      - Stop kvmd for the reading when one of its processes holds O(serial_port), and start it again afterwards. Stopping kvmd
         drops every web session for about a second, so it is off by default.
       - Never in check mode.
     type: bool
@@ -61,7 +61,7 @@ EXAMPLES = r"""
 
 - name: Read the chip at whatever address and speed it was set to
   onekvm.fleet.ch9329_info:
-    port: /dev/ttyUSB1
+    serial_port: /dev/ttyUSB1
     address: auto
     baudrate: auto
   become: true
@@ -88,7 +88,7 @@ read:
   returned: always
   type: bool
 kvmd_holding:
-  description: kvmd units one of whose processes had O(port) open.
+  description: kvmd units one of whose processes had O(serial_port) open.
   returned: always
   type: list
   elements: str

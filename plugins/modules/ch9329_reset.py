@@ -60,7 +60,7 @@ EXAMPLES = r"""
 
 - name: Reset a chip whose baud rate is unknown, on an explicit port
   onekvm.fleet.ch9329_reset:
-    port: /dev/ttyUSB1
+    serial_port: /dev/ttyUSB1
     baudrate: auto
   become: true
   register: hid_reset

@@ -34,7 +34,7 @@ attributes:
   check_mode:
     support: full
     details:
-      - Validates the options, checks that O(port) is a tty nobody holds exclusively and reads the record, then
+      - Validates the options, checks that O(serial_port) is a tty nobody holds exclusively and reads the record, then
         reports what would be sent. Nothing is written to the port or the record. Check mode does not take the
         hardware lock, so a port in use fails at once.
   diff_mode:
@@ -48,14 +48,17 @@ attributes:
       - V(on) and V(off) are idempotent while O(state_file) holds a valid record; V(pulse) is an action and
         always changes.
 options:
-  port:
+  serial_port:
     description:
-      - The relay's USB-serial adapter.
+      - The relay's USB-serial adapter (its device node, or a udev name for it).
+      - V(port) is an alias, this option's older name. The USB modules name a USB topology path
+        O(onekvm.fleet.usb_reset#module:port_path) instead, so each name says which kind of port it is.
       - The default is the stable name the C(onekvm.fleet.onekvm) role's udev rule gives the adapter by its USB
         port path. C(/dev/ttyUSB0) is risky when a CH9329 adapter (often the same V(1a86:7523)) is plugged in too,
         since which one gets which number depends on the enumeration order.
     type: path
     default: /dev/onekvm-relay
+    aliases: [port]
   channel:
     description:
       - The relay channel, from V(1) to O(channels).
@@ -122,7 +125,7 @@ EXAMPLES = r"""
 
 - name: Hold a server's power button for 6 s to force it off (channel 2 of a 2-channel board)
   onekvm.fleet.usb_relay:
-    port: /dev/onekvm-relay
+    serial_port: /dev/onekvm-relay
     channels: 2
     channel: 2
     state: pulse
@@ -148,7 +151,7 @@ port:
   type: str
   sample: /dev/onekvm-relay
 device:
-  description: The character device behind O(port) (udev symlink resolved).
+  description: The character device behind O(serial_port) (udev symlink resolved).
   returned: always
   type: str
   sample: /dev/ttyUSB1
@@ -221,7 +224,7 @@ from ansible_collections.onekvm.fleet.plugins.module_utils._relay import (
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            port=dict(type="path", default=DEFAULT_PORT),
+            serial_port=dict(type="path", default=DEFAULT_PORT, aliases=["port"]),
             channel=dict(type="int", default=1),
             channels=dict(type="int", choices=list(CHANNEL_COUNTS), default=1),
             state=dict(type="str", choices=list(STATES), required=True),
@@ -234,7 +237,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    result = run_core(module, run, port=p["port"], channel=p["channel"], state=p["state"], channels=p["channels"],
+    result = run_core(module, run, port=p["serial_port"], channel=p["channel"], state=p["state"], channels=p["channels"],
                       duration=p["duration"], baudrate=p["baudrate"], state_file=p["state_file"] or None,
                       force=p["force"], check_mode=module.check_mode, lock_timeout=p["lock_timeout"])
     for warning in result.pop("warnings", []):

@@ -12,7 +12,7 @@ version_added: 1.0.0
 description:
   - Resets one USB device (or every matching one with O(all=true)), typically a hung HDMI-USB capture dongle
     such as an MS2109 (V(534d:2109)) or MS2130 (V(345f:2130)), or the USB-serial adapter of a CH9329.
-  - The device is chosen by one of O(id), O(vendor) + O(product), O(port) or O(bus) + O(address) (one is
+  - The device is chosen by one of O(id), O(vendor) + O(product), O(port_path) or O(bus) + O(address) (one is
     required), narrowed by the others and O(serial).
   - Four methods are offered, see O(method). After the reset the module waits until the device is back at the
     same USB port path with its interfaces bound to their drivers again, and reports the device before and after.
@@ -98,7 +98,7 @@ EXAMPLES = r"""
 - name: Re-probe one of two identical dongles, told apart by port path
   onekvm.fleet.usb_reset:
     id: "534d:2109"
-    port: "1-1.2"
+    port_path: "1-1.2"
     method: authorize
     timeout: 20
   become: true
@@ -207,7 +207,7 @@ def module_kwargs() -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(required_one_of=[("id", "vendor", "port", "bus")], supports_check_mode=True,
+    module = AnsibleModule(required_one_of=[("id", "vendor", "port_path", "bus")], supports_check_mode=True,
                            **module_kwargs())
     params = module.params
     started = time.monotonic()

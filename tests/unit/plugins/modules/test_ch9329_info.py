@@ -140,3 +140,11 @@ def test_stop_failure_is_clear_and_restarts(sim, box_env):
     result = run({"port": sim.port, "pause_kvmd": True})
     assert result["failed"] and "systemctl stop kvmd.service failed" in result["msg"]
     assert sim.counters["frames"] == 0
+
+
+def test_the_serial_port_is_named_so_and_port_stays_its_alias(sim):
+    """ch9329_* take a device node: option serial_port, the older name port as its alias."""
+    by_name = run({"serial_port": sim.port, "strings": False})
+    by_alias = run({"port": sim.port, "strings": False})
+    assert not by_name.get("failed") and not by_alias.get("failed"), (by_name, by_alias)
+    assert by_name["port"] == by_alias["port"] == sim.port and by_name["info"] == by_alias["info"]

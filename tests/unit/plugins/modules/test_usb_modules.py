@@ -137,3 +137,14 @@ def test_info_nothing_matching_is_an_empty_list(box):
 def test_info_bad_id_fails_clearly(box):
     result = run_module(usb_info.main, {"id": "12345:1"})
     assert result["failed"] and result["error"] == "InvalidArgument"
+
+
+def test_the_usb_port_path_is_named_so_and_port_stays_its_alias(box):
+    """usb_* take a USB topology path: option port_path, the older name port as its alias."""
+    by_name = run_module(usb_info.main, {"port_path": "1-1.3"})
+    by_alias = run_module(usb_info.main, {"port": "1-1.3"})
+    assert [d["port"] for d in by_name["devices"]] == ["1-1.3"] == [d["port"] for d in by_alias["devices"]]
+    reset = run_module(usb_reset.main, {"port_path": "1-1.4", "method": "authorize", "wait": False})
+    assert not reset.get("failed"), reset
+    assert [d["port"] for d in reset["devices"]] == ["1-1.4"]
+    assert run_module(usb_reset.main, {"method": "authorize"})["failed"]  # still one selector required

@@ -132,3 +132,11 @@ def test_empty_state_file_disables_the_record(relay):
         result = run_module(usb_relay.main, dict(port=relay.port, state="on", state_file=""))
         assert result["changed"] and result["state_file"] is None
     assert quiet_bytes(relay) == bytes.fromhex("a00101a2") * 2
+
+
+def test_the_serial_port_is_named_so_and_port_stays_its_alias(relay, state_file):
+    """usb_relay takes a device node: option serial_port, the older name port as its alias."""
+    by_name = run_module(usb_relay.main, dict(serial_port=relay.port, state="on", state_file=state_file))
+    by_alias = run_module(usb_relay.main, dict(port=relay.port, state="on", state_file=state_file))
+    assert by_name["changed"] and not by_alias["changed"], (by_name, by_alias)  # the same relay, the same record
+    assert by_name["port"] == by_alias["port"] == relay.port
