@@ -17,7 +17,8 @@ mkdir -p "$CACHE"
 exec 9>"$CACHE/build-image.lock"
 flock 9
 
-RECIPE=$( (cat "$0"; find "$HERE/guest" -type f | sort | xargs cat) | sha256sum | cut -c1-12)
+RECIPE=$( (cat "$0" "$HERE/install-kvmd-standin.sh" "$HERE/kvmd_standin.py"; find "$HERE/guest" -type f | sort | xargs cat) \
+  | sha256sum | cut -c1-12)
 OUT="$CACHE/box-image-$RECIPE"
 if [[ -f $OUT/.complete ]]; then echo "$OUT"; exit 0; fi
 
@@ -57,6 +58,13 @@ NET
 printf 'UseDNS no\nPermitRootLogin prohibit-password\n' >"$ROOTFS/etc/ssh/sshd_config.d/testbed.conf"
 # the box's own files: kvmd stand-in, capture "dongle" healer, vivid setup
 cp -a "$HERE/guest/." "$ROOTFS/"
+"$HERE/install-kvmd-standin.sh" "$ROOTFS"
+# PyYAML for the kvmd stand-in's config loader, installed here rather than added to PACKAGES so the
+# cached debootstrap tree (a few minutes to make) stays the same
+cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+chroot "$ROOTFS" apt-get install -y -q --no-install-recommends python3-yaml >"$OUT.tmp/apt.log" 2>&1 \
+  || { tail -20 "$OUT.tmp/apt.log" >&2; exit 1; }
+rm -f "$ROOTFS/etc/resolv.conf"
 chroot "$ROOTFS" /bin/sh -e <<'CHROOT'
 useradd --system --no-create-home --home-dir /var/lib/kvmd --shell /usr/sbin/nologin kvmd
 install -d -o kvmd -g kvmd /var/lib/kvmd

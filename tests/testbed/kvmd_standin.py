@@ -67,8 +67,13 @@ kvmd 4.94 from its ``python`` branch where the two differ):
       no such default), else 401. Cookies, basic auth, usc groups and 2FA are not modelled. The
       htpasswd hashes checked are the ``{SSHA512}`` kvmd writes (``kvmd/crypto.py``: passlib's
       ``ldap_salted_sha512``, base64 of sha512(password + salt) + salt), ``{SSHA256}`` and ``{SHA}``;
-    * with ``--streamer``: ustreamer on ``/run/kvmd/ustreamer.sock``, titled like kvmd's streamer
-      process and started again about a second after it exits.
+    * with ``--streamer``: the streamer command kvmd builds from the merged config (``streamer_cmd``),
+      each part formatted with kvmd's placeholders ``{unix}`` (``kvmd.streamer.unix``, default
+      ``/run/kvmd/ustreamer.sock``) and ``{process_name_prefix}`` (default ``kvmd/streamer``), as kvmd's
+      streamer runner does (``kvmd/apps/kvmd/streamer/__init__.py`` ``__make_params``; 4.94's
+      ``streamer.py`` ``__start_streamer_proc``: ``part.format(...)``); an unknown placeholder is a
+      failed start, logged and retried. It runs titled ``<process_name_prefix>: <cmd[0]> ...`` (what
+      ustreamer's ``--process-name-prefix`` shows) and is started again about a second after it exits.
 
     Every start is appended to ``$KVMD_STANDIN_STARTS`` (default ``/run/kvmd/standin-starts``).
 """
@@ -722,10 +727,30 @@ class Api:
         return _error(status, error) if error else (status, {})
 
 
-def run_streamer():
+def streamer_run_cmd(config):
+    """The streamer command kvmd starts: ``streamer_cmd`` with kvmd's placeholders filled in, and the
+    process title; ConfigError for a placeholder kvmd does not know (kvmd fails that start)."""
+    streamer = (config.get("kvmd") or {}).get("streamer") or {}
+    params = {"unix": str(streamer.get("unix", "/run/kvmd/ustreamer.sock")),
+              "process_name_prefix": str(streamer.get("process_name_prefix", "kvmd/streamer"))}
+    try:
+        cmd = [part.format(**params) for part in streamer_cmd(config)]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError("Can't start streamer: bad placeholder %s in kvmd/streamer/cmd" % exc) from None
+    return cmd, "%s: %s" % (params["process_name_prefix"], cmd[0])
+
+
+def run_streamer(config):
     while True:
-        # argv[0] named like kvmd names its streamer, so "kill the kvmd/streamer process" works as on a box
-        child = subprocess.Popen(["kvmd/streamer: " + USTREAMER[0]] + USTREAMER[1:], executable=USTREAMER[0])
+        try:
+            cmd, title = streamer_run_cmd(config)
+        except ConfigError as exc:
+            log(str(exc))
+            time.sleep(1)
+            continue
+        log("Started streamer: %s" % json.dumps(cmd))
+        # argv[0] is the title, so "kill the kvmd/streamer process" works as on a box
+        child = subprocess.Popen([title] + cmd[1:], executable=cmd[0])
         Service.children.append(child)
         child.wait()
         Service.children.remove(child)
@@ -759,7 +784,7 @@ def run(streamer):
         threading.Thread(target=hid.run, daemon=True).start()
     threading.Thread(target=Api(Gpio(gpio), hid, auth=Auth.from_config(config, flavour())).serve, daemon=True).start()
     if streamer:
-        threading.Thread(target=run_streamer, daemon=True).start()
+        threading.Thread(target=run_streamer, args=(config,), daemon=True).start()
     while True:
         time.sleep(3600)
 

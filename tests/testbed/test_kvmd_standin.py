@@ -255,3 +255,24 @@ def test_streamer_parts_kvmd_refuses(pikvm, streamer, message):
     write(pikvm, kvmd.OVERRIDE, "kvmd: {streamer: %s}\n" % streamer)
     with pytest.raises(kvmd.ConfigError, match=message):
         kvmd.streamer_cmd(kvmd.load_config(str(pikvm)))
+
+
+def test_the_streamer_runs_the_command_kvmd_builds_with_its_placeholders_filled_in(pikvm):
+    # kvmd formats each part with {unix} and {process_name_prefix} (kvmd/apps/kvmd/streamer/__init__.py)
+    write(pikvm, kvmd.UPSTREAM_MAIN, "kvmd:\n    streamer:\n        cmd: [/usr/bin/ustreamer, --device=/dev/video0, '--unix={unix}',"
+          " '--process-name-prefix={process_name_prefix}']\n")
+    write(pikvm, "/etc/kvmd/override.d/streamer.yaml",
+          "kvmd: {streamer: {cmd_remove: [--device=/dev/video0], cmd_append: [--device=/dev/kvmd-video]}}\n")
+    cmd, title = kvmd.streamer_run_cmd(kvmd.load_config(str(pikvm)))
+    assert cmd == ["/usr/bin/ustreamer", "--unix=/run/kvmd/ustreamer.sock", "--process-name-prefix=kvmd/streamer",
+                   "--device=/dev/kvmd-video"]
+    assert title == "kvmd/streamer: /usr/bin/ustreamer"
+    write(pikvm, kvmd.OVERRIDE, "kvmd: {streamer: {unix: /run/kvmd/other.sock, process_name_prefix: box/streamer}}\n")
+    cmd, title = kvmd.streamer_run_cmd(kvmd.load_config(str(pikvm)))
+    assert cmd[1] == "--unix=/run/kvmd/other.sock" and title == "box/streamer: /usr/bin/ustreamer"
+
+
+def test_a_placeholder_kvmd_does_not_know_fails_the_streamer_start(pikvm):
+    write(pikvm, kvmd.UPSTREAM_MAIN, "kvmd:\n    streamer:\n        cmd: [/usr/bin/ustreamer, '--sink={nothing}']\n")
+    with pytest.raises(kvmd.ConfigError, match="Can't start streamer: bad placeholder 'nothing'"):
+        kvmd.streamer_run_cmd(kvmd.load_config(str(pikvm)))

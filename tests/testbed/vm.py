@@ -394,6 +394,85 @@ class Box:
             raise AssertionError("ansible %s gave no result (rc=%d)\nstdout: %s\nstderr: %s"
                                  % (module, res.returncode, res.stdout, res.stderr)) from None
 
+    def apply_role(self, extra_vars: dict, tasks_from: tuple = (), timeout: float = 900) -> subprocess.CompletedProcess:
+        """Run the role onekvm.fleet.onekvm (or its task files ``tasks_from``, in order) against the box.
+
+        Some task files are much cheaper than the whole role under TCG: ``("render", "watchdog")``, or
+        ``("preflight", "commands", "udev", "gpio")`` for the buttons. render.yml takes the box's OS
+        family from its caller, as the role's preflight passes it; gpio.yml the wrappers render.yml
+        made, as apply.yml passes them.
+        """
+        import tempfile  # pylint: disable=import-outside-toplevel
+
+        if tasks_from:
+            task_vars = {"_onekvm_os_family": "{{ ansible_facts.os_family }}",
+                         "_onekvm_root_wanted": "{{ _onekvm_files.values() | selectattr('button', 'defined') | list }}"}
+            tasks = [{"name": "OS family", "ansible.builtin.setup": {"gather_subset": ["min"]}}]
+            tasks += [{"name": "Role tasks " + name, "vars": task_vars,
+                       "ansible.builtin.include_role": {"name": "onekvm.fleet.onekvm", "tasks_from": name}}
+                      for name in tasks_from]
+        else:
+            tasks = [{"name": "Role", "ansible.builtin.include_role": {"name": "onekvm.fleet.onekvm"}}]
+        play = [{"hosts": "box", "gather_facts": False, "tasks": tasks}]
+        with tempfile.TemporaryDirectory() as tmp:
+            play_path = os.path.join(tmp, "play.yml")
+            vars_path = os.path.join(tmp, "vars.json")
+            with open(play_path, "w") as f:
+                json.dump(play, f)
+            with open(vars_path, "w") as f:
+                json.dump(extra_vars, f)
+            return subprocess.run(["ansible-playbook", "-i", self.inventory, play_path, "-e", "@" + vars_path],
+                                  capture_output=True, text=True, env=self.ansible_env(), timeout=timeout, check=False)
+
+    def install_rendered(self, extra_vars: dict, timeout: float = 300) -> list:
+        """Put the files the role renders for this box in place, as its handlers then apply them.
+
+        The role's offline entry point (the playbook onekvm.fleet.validate, run on the controller:
+        the same ``_onekvm_files`` its apply tasks write, checked as the box would check them) renders
+        them with the box's file modes; one tar over ssh puts them on the box, owned by root; then
+        systemd, udev and kvmd take them up as the role's handlers make them. Seconds instead of the
+        minutes a role run takes under TCG; the role's apply tasks have their own molecule tests.
+        Returns the paths written on the box.
+        """
+        import tempfile  # pylint: disable=import-outside-toplevel
+
+        with tempfile.TemporaryDirectory() as tmp:
+            vars_path = os.path.join(tmp, "vars.json")
+            with open(vars_path, "w") as f:
+                json.dump(extra_vars, f)
+            out = os.path.join(tmp, "validate")
+            res = subprocess.run(["ansible-playbook", "-i", self.inventory, "onekvm.fleet.validate", "-e", "fleet_hosts=box",
+                                  "-e", "validate_dir=" + out, "-e", "@" + vars_path],
+                                 capture_output=True, text=True, env=self.ansible_env(), timeout=timeout, check=False)
+            if res.returncode != 0:
+                raise AssertionError("the role's offline render failed:\n" + res.stdout[-4000:] + res.stderr[-2000:])
+            root = os.path.join(out, "box")
+            paths = sorted(os.path.relpath(os.path.join(d, name), root) for d, _, names in os.walk(root) for name in names)
+            # only the files: directories that exist on the box keep their owner and mode
+            tar = subprocess.Popen(["tar", "-C", root, "--owner=root", "--group=root", "-cf", "-", "--"] + paths,
+                                   stdout=subprocess.PIPE)
+            argv = ["ssh"] + self.ssh_options() + ["root@127.0.0.1", "tar -C / --no-overwrite-dir -xpf -"]
+            subprocess.run(argv, stdin=tar.stdout, check=True, capture_output=True, timeout=120)
+            tar.wait()
+        self.run("systemctl daemon-reload && udevadm control --reload && "
+                 "udevadm trigger --action=add --subsystem-match=video4linux --subsystem-match=tty && udevadm settle && "
+                 "systemctl restart kvmd", timeout=180)
+        return ["/" + path for path in paths]
+
+    def kvmd_api(self, method: str, path: str) -> dict:
+        """A request to kvmd's API on its unix socket on the box (the stand-in's, like kvmd's)."""
+        script = ("import http.client,json,socket,sys\n"
+                  "class C(http.client.HTTPConnection):\n"
+                  "    def connect(self):\n"
+                  "        self.sock = socket.socket(socket.AF_UNIX); self.sock.settimeout(300)\n"
+                  "        self.sock.connect('/run/kvmd/kvmd.sock')\n"
+                  "c = C('localhost'); c.request(sys.argv[1], sys.argv[2]); print(c.getresponse().read().decode())\n")
+        res = self.run("python3 -c %s %s %s" % (shlex.quote(script), shlex.quote(method), shlex.quote(path)),
+                       check=False, timeout=320)
+        if res.returncode != 0:
+            return {"ok": False, "error": res.stderr.strip()}
+        return json.loads(res.stdout)
+
     def monitor(self, command: str, timeout: float = 10) -> str:
         """Send one command to QEMU's human monitor and return its answer."""
         with socket.socket(socket.AF_UNIX) as s:

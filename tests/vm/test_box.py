@@ -80,6 +80,12 @@ def test_kvmd_standin_runs_ustreamer_as_kvmd_and_capture_is_online(box):
     streamer = wait_for(streamer_pids, 30)
     assert streamer
     assert box.run("ps -o user= -p %s" % streamer[0]).stdout.strip() == "kvmd"
+    # it runs the command kvmd builds from the box's config (main.yaml's whole command, override.d's
+    # cmd_remove / cmd_append), with kvmd's {unix} placeholder filled in
+    built = json.loads(box.run("kvmd --standin-streamer-cmd").stdout)
+    running = box.run("tr '\\0' '\\n' </proc/%s/cmdline" % streamer[0]).stdout.splitlines()
+    assert running[1:] == [part.format(unix="/run/kvmd/ustreamer.sock") for part in built[1:]], (running, built)
+    assert "--unix=/run/kvmd/ustreamer.sock" in running
     source = wait_for(lambda: ustreamer_source(box).get("online") and ustreamer_source(box), 60)
     assert source and source["online"] is True
     assert box.run("readlink -f /dev/kvmd-video").stdout.strip().startswith("/dev/video")

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import tempfile
 import threading
 import time
 
@@ -43,23 +41,8 @@ SETTINGS = {
 
 def apply_role(box, tasks_from="watchdog", **overrides):
     """Run the role's watchdog tasks (or ``tasks_from``) against the box with SETTINGS (+ overrides)."""
-    settings = dict(SETTINGS, **overrides)
     # the role's task files write what its render step decided (tasks/render.yml): render first
-    # (render.yml takes the box's OS family from its caller, as the role's preflight passes it)
-    play = [{"hosts": "box", "gather_facts": False, "tasks": [
-        {"name": "OS family", "ansible.builtin.setup": {"gather_subset": ["min"]}},
-        {"name": "Render", "ansible.builtin.include_role": {"name": "onekvm.fleet.onekvm", "tasks_from": "render"},
-         "vars": {"_onekvm_os_family": "{{ ansible_facts.os_family }}"}},
-        {"name": "Watchdog", "ansible.builtin.include_role": {"name": "onekvm.fleet.onekvm", "tasks_from": tasks_from}}]}]
-    with tempfile.TemporaryDirectory() as tmp:
-        play_path = os.path.join(tmp, "play.yml")
-        vars_path = os.path.join(tmp, "vars.json")
-        with open(play_path, "w") as f:
-            json.dump(play, f)
-        with open(vars_path, "w") as f:
-            json.dump(settings, f)
-        res = subprocess.run(["ansible-playbook", "-i", box.inventory, play_path, "-e", "@" + vars_path],
-                             capture_output=True, text=True, env=box.ansible_env(), timeout=600, check=False)
+    res = box.apply_role(dict(SETTINGS, **overrides), tasks_from=("render", tasks_from), timeout=600)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     return res
 
