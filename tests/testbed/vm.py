@@ -447,7 +447,7 @@ class Box:
             if res.returncode != 0:
                 raise AssertionError("the role's offline render failed:\n" + res.stdout[-4000:] + res.stderr[-2000:])
             root = os.path.join(out, "box")
-            paths = sorted(os.path.relpath(os.path.join(d, name), root) for d, _, names in os.walk(root) for name in names)
+            paths = sorted(os.path.relpath(os.path.join(d, name), root) for d, _subdirs, names in os.walk(root) for name in names)
             # only the files: directories that exist on the box keep their owner and mode
             tar = subprocess.Popen(["tar", "-C", root, "--owner=root", "--group=root", "-cf", "-", "--"] + paths,
                                    stdout=subprocess.PIPE)
