@@ -6,7 +6,7 @@ ENV = env_file=$$(scripts/setup.sh) && source "$$env_file"
 # the nox sessions (lint, sanity, units, docs ...) need only a Python >= 3.12: no root, no apt
 NOX_ENV = env_file=$$(scripts/setup.sh nox) && source "$$env_file"
 
-.PHONY: setup demo test unit sanity lint role-docs docs changelog fleet vm-test molecule image vm-start vm-stop bench
+.PHONY: setup demo test unit sanity lint role-docs docs changelog fleet ee vm-test molecule image vm-start vm-stop bench
 
 setup:            ## install Debian packages + venv + collection path (idempotent)
 	@scripts/setup.sh >/dev/null
@@ -40,6 +40,9 @@ vm-test:          ## the tests that need the simulated box (boots it once)
 
 fleet:            ## playbooks, health report (headless Chromium), EE context, on podman boxes
 	@$(ENV) && scripts/test-all.sh fleet
+
+ee:               ## the execution environment: build it (Debian packages), run provision/health in it (ansible-navigator, ansible-runner worker) on SSH boxes; not in `make test`
+	@$(ENV) && scripts/test-all.sh ee
 
 molecule:
 	@$(ENV) && scripts/test-all.sh molecule

@@ -3,7 +3,9 @@
 #   scripts/test-all.sh [STAGE ...]      (default: all, in the order below)
 # Stages run as nox sessions (noxfile.py; no root, no box): lint changelog docs sanity units
 # tooling testbed. Stages that need the box, containers or a browser: fleet vm molecule
-# (they need the full environment of `source "$(scripts/setup.sh)"`).
+# (they need the full environment of `source "$(scripts/setup.sh)"`). ee (the execution
+# environment built and run with ansible-navigator) only when asked for: `make ee`; it does
+# not fit the 30-minute budget of the default stages.
 # Counts come from each stage's JUnit XML (tests/output/junit/<stage>/), never from its log.
 # PYTEST_ARGS narrows the vm stage (e.g. PYTEST_ARGS=tests/vm/test_usb_reset.py).
 set -uo pipefail
@@ -91,6 +93,7 @@ for stage in "${STAGES[@]}"; do
                 vm_stage
               fi ;;
     molecule) prepare_copy; run_stage molecule "$ROOT/scripts/molecule.sh" ;;
+    ee)       prepare_copy; run_stage ee pytest_in_copy ee -v tests/ee ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done

@@ -11,8 +11,10 @@ reports). Used by the fleet tests and by benchmarks/fleet_bench.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import socket
 import subprocess
 import time
 
@@ -61,6 +63,55 @@ def build_image() -> str:
     done = subprocess.run([os.path.join(ROOT, "tests", "testbed", "container-image.sh")], env=podman_env(),
                           capture_output=True, text=True, check=True, timeout=1800)
     return done.stdout.strip().splitlines()[-1]
+
+
+SSH_BOX = os.path.join(ROOT, "tests", "testbed", "ssh-box", "Containerfile")
+
+
+def build_ssh_image(box_image: str) -> str:
+    """The box image plus sshd (tests/testbed/ssh-box), built once per recipe and box image."""
+    with open(SSH_BOX, "rb") as f:
+        recipe = hashlib.sha256(f.read() + box_image.encode()).hexdigest()[:12]
+    image = "localhost/onekvm-ssh-box:" + recipe
+    if podman("image", "exists", image, check=False).returncode != 0:
+        podman("build", "--quiet", "--layers=false", "--network", "host", "--build-arg", "BOX=" + box_image,
+               "-t", image, "-f", SSH_BOX, os.path.dirname(SSH_BOX), timeout=900)
+        for old in podman("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split():
+            if old.startswith("localhost/onekvm-ssh-box:") and old != image:
+                podman("rmi", old, check=False)  # one in use stays
+    return image
+
+
+def free_ports(count: int) -> list:
+    """Ports on the loopback that nothing listens on now (one per SSH box)."""
+    ports, sockets = [], []
+    try:
+        for dummy in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+            ports.append(sock.getsockname()[1])
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
+
+
+def start_ssh_boxes(names: list, image: str, public_key: str, boot_timeout: float = 60) -> dict:
+    """Start SSH boxes on the host's network; returns each one's inventory variables (its port)."""
+    ports = free_ports(len(names))
+    for name in names:
+        podman("rm", "-f", name, check=False)
+        podman("run", "-d", "--name", name, "--hostname", name, "--network", "host", "--systemd=always", image,
+               "/sbin/init")
+    script = ('printf "Port %s\\nListenAddress 127.0.0.1\\nPasswordAuthentication no\\n" "$1" '
+              '>/etc/ssh/sshd_config.d/onekvm-test.conf && printf "%s\\n" "$2" >/root/.ssh/authorized_keys '
+              '&& chmod 600 /root/.ssh/authorized_keys && systemctl start ssh.service')
+    for name, port in zip(names, ports):
+        wait_booted(name, boot_timeout)
+        podman("exec", name, "sh", "-c", script, "sshd-setup", str(port), public_key)
+    return {name: {"ansible_connection": "ansible.builtin.ssh", "ansible_host": "127.0.0.1", "ansible_port": port,
+                   "ansible_user": "root"} for name, port in zip(names, ports)}
 
 
 def start_boxes(names: list, image: str, boot_timeout: float = 60) -> None:

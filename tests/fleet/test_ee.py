@@ -1,16 +1,19 @@
 # Copyright (c) onekvm.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The execution environment definition gives a complete ansible-builder build context.
+"""What goes into the execution environment, checked without building it.
 
-Building the image needs a container registry for the base image, which the test bed
-cannot reach; `ansible-builder create` (the build context) and `introspect` (what the
-collection asks for) are checked instead.
+Two ways to the image: execution-environment.yml for ansible-builder on a registry's RPM
+base image (its build context is checked here: `ansible-builder create` and `introspect`),
+and the image built here from Debian packages (scripts/ee-image.sh, ee/Containerfile),
+whose plan is checked here; tests/ee (`make ee`) builds that image and runs the playbooks in
+it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tarfile
 
@@ -100,3 +103,28 @@ def test_introspection_finds_the_collections_needs(built, tmp_path):
     assert any(line.startswith("pillow") for line in python_needs)
     for line in python_needs:
         assert "%s  # from collection onekvm.fleet" % line in out, line
+
+
+def test_the_debian_image_takes_its_needs_from_the_collections_files():
+    """scripts/ee-image.sh --plan: bindep.txt's Debian packages (found by introspection and judged
+    by bindep for dpkg), the pins of requirements-dev.txt, the tarball of galaxy.yml's version."""
+    done = run([os.path.join(ROOT, "scripts", "ee-image.sh"), "--plan"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    plan = {}
+    for key, value in re.findall(r"^(\w+): (.*)$", done.stdout, re.M):
+        plan.setdefault(key, []).append(value)
+    packages = plan["packages"][0].split(",")
+    with open(os.path.join(ROOT, "bindep.txt"), encoding="utf-8") as f:
+        dpkg = [line.split()[0] for line in f if "platform:dpkg" in line]
+    assert dpkg and set(dpkg) <= set(packages), (dpkg, packages)
+    assert "openssh-clients" not in packages  # the RPM name stays out of a Debian image
+    # trixie: Python 3.13 (bookworm's 3.11 is below what ansible-core >= 2.20 needs)
+    assert plan["suite"] == ["trixie"]
+    with open(os.path.join(ROOT, "requirements-dev.txt"), encoding="utf-8") as f:
+        pins = set(re.findall(r"^((?:ansible-core|ansible-runner)==\S+)$", f.read(), re.M))
+    assert set(plan["pin"]) == pins and len(pins) == 2, plan["pin"]
+    assert plan["collection"] == ["onekvm-fleet-%s.tar.gz" % galaxy_version()]
+    # requirements.txt's lines (Pillow) go into the image's venv
+    with open(os.path.join(ROOT, "requirements.txt"), encoding="utf-8") as f:
+        python_needs = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    assert python_needs and set(python_needs) <= set(plan.get("python", [])), plan.get("python")
