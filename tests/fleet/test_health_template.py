@@ -23,7 +23,8 @@ TEMPLATE = os.path.join(ROOT, "playbooks", "templates", "fleet-health.html.j2")
 
 def every_kind_of_box() -> dict:
     healed = watchdog_state(last_failure={"since": T0, "ended": T0 + 9, "outcome": "recovered", "reasons": ["x"]},
-                            last_action={"step": "ioctl", "result": "ok", "at": T0 + 5})
+                            last_action={"step": "ioctl", "result": "ok", "at": T0 + 5},
+                            message="capture: ok (recovered: ioctl: ok)\nReset HID: <not run> since boot")
     healed["counters"].update(recoveries=1, last_recovery_seconds=9, actions={"ioctl": {"ok": 1, "failed": 0, "skipped": 0}})
     healed["recent_events"] = [  # the watchdog's event ring (_watchdog_ladder.py), as the state file holds it
         {"event": "failure_detected", "at": T0, "reasons": ["ustreamer: offline <b>"]},
@@ -76,6 +77,8 @@ def test_template_renders_every_kind_of_box(tmp_path, coll_path):
     assert "onekvm2<br>" in row[:3000] and "one-kvm.service:" in row[:3000]  # the flavour and the unit judged
     assert "service inactive, no state" in html
     assert "healed in 9 s" in html and "ioctl: 1 ok / 0 failed" in html
+    # each line of the status message on its own line of the cell, escaped
+    assert "(recovered: ioctl: ok)<br>Reset HID: &lt;not run&gt; since boot</span>" in html
     assert 'id="summary-unreachable"><b>2</b>' in html
     history = html[html.index('data-box="healed" data-state'):]
     history = history[history.index('class="history"'):history.index("</td>", history.index('class="history"'))]
