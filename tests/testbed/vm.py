@@ -424,7 +424,7 @@ class Box:
             return subprocess.run(["ansible-playbook", "-i", self.inventory, play_path, "-e", "@" + vars_path],
                                   capture_output=True, text=True, env=self.ansible_env(), timeout=timeout, check=False)
 
-    def install_rendered(self, extra_vars: dict, timeout: float = 300) -> list:
+    def install_rendered(self, extra_vars: dict, only: tuple = (), timeout: float = 300) -> list:
         """Put the files the role renders for this box in place, as its handlers then apply them.
 
         The role's offline entry point (the playbook onekvm.fleet.validate, run on the controller:
@@ -432,7 +432,9 @@ class Box:
         them with the box's file modes; one tar over ssh puts them on the box, owned by root; then
         systemd, udev and kvmd take them up as the role's handlers make them. Seconds instead of the
         minutes a role run takes under TCG; the role's apply tasks have their own molecule tests.
-        Returns the paths written on the box.
+        With ``only`` (paths on the box), just those files are put in place and only systemd is
+        reloaded (udev and kvmd are left alone): the caller does what the task files that write
+        them do next. Returns the paths written on the box.
         """
         import tempfile  # pylint: disable=import-outside-toplevel
 
@@ -448,12 +450,20 @@ class Box:
                 raise AssertionError("the role's offline render failed:\n" + res.stdout[-4000:] + res.stderr[-2000:])
             root = os.path.join(out, "box")
             paths = sorted(os.path.relpath(os.path.join(d, name), root) for d, _subdirs, names in os.walk(root) for name in names)
+            if only:
+                missing = sorted(set(only) - {"/" + path for path in paths})
+                if missing:
+                    raise AssertionError("the role renders none of %s for these settings" % ", ".join(missing))
+                paths = [path for path in paths if "/" + path in only]
             # only the files: directories that exist on the box keep their owner and mode
             tar = subprocess.Popen(["tar", "-C", root, "--owner=root", "--group=root", "-cf", "-", "--"] + paths,
                                    stdout=subprocess.PIPE)
             argv = ["ssh"] + self.ssh_options() + ["root@127.0.0.1", "tar -C / --no-overwrite-dir -xpf -"]
             subprocess.run(argv, stdin=tar.stdout, check=True, capture_output=True, timeout=120)
             tar.wait()
+        if only:
+            self.run("systemctl daemon-reload", timeout=120)
+            return ["/" + path for path in paths]
         self.run("systemctl daemon-reload && udevadm control --reload && "
                  "udevadm trigger --action=add --subsystem-match=video4linux --subsystem-match=tty && udevadm settle && "
                  "systemctl restart kvmd", timeout=180)

@@ -1,7 +1,7 @@
 # Copyright (c) onekvm.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The capture watchdog on the simulated box: installed by the role's tasks, run by systemd.
+"""The capture watchdog on the simulated box: installed as the role's tasks install it, run by systemd.
 
 Failures are injected for real (vivid unbound, the dongle unplugged through QEMU's monitor,
 the service killed or frozen) and every test judges by what the kernel log, systemd, the
@@ -45,6 +45,37 @@ def apply_role(box, tasks_from="watchdog", **overrides):
     res = box.apply_role(dict(SETTINGS, **overrides), tasks_from=("render", tasks_from), timeout=600)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     return res
+
+
+UNIT_FILE = "/etc/systemd/system/" + UNIT
+KVMD_CREDENTIALS = "/etc/onekvm/watchdog-kvmd.json"  # onekvm_watchdog_hid_kvmd_credentials_file
+
+
+def install_watchdog(box, **overrides):
+    """What the role's tasks/watchdog.yml does with SETTINGS (+ overrides), without a role run.
+
+    Its two files are the ones the role renders (``Box.install_rendered``: seconds, where a role
+    run takes minutes under TCG); each step below is the watchdog.yml task named beside it.
+    test_service_is_hardened_and_reports runs the role after this and sees it change nothing.
+    """
+    settings = dict(SETTINGS, **overrides)
+    # "Create the watchdog's config directory", "Create the Prometheus textfile directory"
+    # ("Create the state file's directory" is skipped for /run/onekvm, the unit's RuntimeDirectory)
+    box.run("install -d -o root -g root -m 0755 %s %s" % (os.path.dirname(CONFIG), os.path.dirname(METRICS)))
+    # "Give the watchdog kvmd credentials ..." / "Remove kvmd credentials no longer configured"
+    if settings.get("onekvm_watchdog_hid_kvmd_user"):
+        credentials = {"user": settings["onekvm_watchdog_hid_kvmd_user"], "passwd": settings["onekvm_watchdog_hid_kvmd_password"]}
+        box.run("umask 077 && cat > %s && chmod 0600 %s" % (KVMD_CREDENTIALS, KVMD_CREDENTIALS), input=json.dumps(credentials) + "\n")
+    else:
+        box.run("rm -f %s" % KVMD_CREDENTIALS)
+    # "Render the watchdog config" (its validate: the offline render checks it with the box
+    # command's own config check) and "Install the watchdog's systemd unit", then daemon-reload
+    files = "%s %s" % (CONFIG, UNIT_FILE)
+    before = box.run("sha256sum %s 2>/dev/null" % files, check=False).stdout
+    box.install_rendered(settings, only=(CONFIG, UNIT_FILE))
+    changed = box.run("sha256sum %s" % files).stdout != before
+    # "Enable and start the watchdog": enabled, restarted when its config or unit changed, else started
+    box.run("systemctl enable %s && systemctl %s %s" % (UNIT, "restart" if changed else "start", UNIT))
 
 
 def read_json(box, path):
@@ -95,7 +126,7 @@ def healthy(box):
 @pytest.fixture(scope="module")
 def watchdog(box):
     box.run("onekvm-testbed heal-capture")
-    apply_role(box)
+    install_watchdog(box)
     assert box.run("systemctl is-active %s" % UNIT, check=False).stdout.strip() == "active"
     healthy(box)
     yield box
@@ -176,7 +207,7 @@ def test_dongle_unplugged_then_back(clean):
 def test_nothing_heals_needs_human_and_the_rate_limit_holds(clean):
     box = clean
     box.run("systemctl stop %s && rm -f %s" % (UNIT, STATE))  # forget earlier tests' actions in the hourly budget
-    apply_role(box, onekvm_watchdog_max_actions_per_hour=2)
+    install_watchdog(box, onekvm_watchdog_max_actions_per_hour=2)
     try:
         healthy(box)
         mark = box.log_mark()
@@ -188,7 +219,7 @@ def test_nothing_heals_needs_human_and_the_rate_limit_holds(clean):
         assert len(re.findall(r"usb 1-1\.2: reset \S+ USB device number", box.kernel_log_since(mark))) == 1
         assert read_json(box, STATE)["counters"]["actions"].get("authorize", {}).get("ok", 0) == 0
     finally:
-        apply_role(box)
+        install_watchdog(box)
     # with budget enough the ladder runs out and says so, once, then stays quiet (backoff 0)
     state = wait_for("needs a human", state_where(box, lambda s: s["status"] == "needs_human"), timeout=120)
     assert state["last_action"]["step"] == "authorize"
@@ -251,7 +282,7 @@ def test_disabled_by_the_role_it_stops_and_stays_off(clean):
         assert status["running"] is False and status["message"].startswith("watchdog: not running"), status
         assert '"changed": true' not in apply_role(box, tasks_from="watchdog_off").stdout
     finally:
-        apply_role(box)  # back on, as the other tests expect
+        install_watchdog(box)  # back on, as the other tests expect
     assert box.run("systemctl is-enabled %s" % UNIT, check=False).stdout.strip() == "enabled"
     wait_for("the restarted watchdog's state", lambda: box.cli("status", check=False).get("running"), timeout=60)
 
@@ -263,7 +294,7 @@ def test_power_cycle_step_through_the_hardened_service(clean):
     service's power_cycle step really takes 1-1.2 off the bus and the capture heals when
     it re-enumerates; the twin at 1-1.3 and the CH9329's adapter at 1-1.1 stay."""
     box = clean
-    apply_role(box, onekvm_watchdog_ladder=["power_cycle"], onekvm_watchdog_waits={"power_cycle": 15})
+    install_watchdog(box, onekvm_watchdog_ladder=["power_cycle"], onekvm_watchdog_waits={"power_cycle": 15})
     try:
         healthy(box)
         assert "CapabilityBoundingSet=cap_kill" in box.run("systemctl show -p CapabilityBoundingSet %s" % UNIT).stdout
@@ -279,7 +310,7 @@ def test_power_cycle_step_through_the_hardened_service(clean):
         assert "capture healed by a dongle reset" in kernel
         assert not re.search(r"usb 1-1\.[13]: (USB disconnect|reset)", kernel), kernel
     finally:
-        apply_role(box)
+        install_watchdog(box)
 
 
 GET_INFO = 0x01
@@ -323,7 +354,7 @@ def test_ch9329_step_through_the_hardened_service(clean, chip):
     """A silent chip is the HID domain's failure: the service resets the chip over the
     FTDI adapter (DeviceAllow char-ttyUSB) and nothing of the capture is touched."""
     box = clean
-    apply_role(box, **hid_settings(box))
+    install_watchdog(box, **hid_settings(box))
     try:
         # until the restarted service writes its first state, the file is the old process's (no HID domain)
         wait_for("both domains healthy", state_where(box, lambda s: s["status"] == "ok" and all(
@@ -348,7 +379,7 @@ def test_ch9329_step_through_the_hardened_service(clean, chip):
         assert values['onekvm_watchdog_resets_total{domain="capture",method="restart_streamer"}'] == metrics_before(
             capture_before, "restart_streamer")
     finally:
-        apply_role(box)
+        install_watchdog(box)
 
 
 def metrics_before(counters, step):
